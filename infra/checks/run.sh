@@ -69,6 +69,7 @@ shopt -u nullglob
 REQUIRED=(
   infra/checks/requirements.txt
   services/telemetry/src/metrics_names.rs
+  infra/docker/Dockerfile .dockerignore
 )
 ECS_SERVICES=()
 
@@ -110,7 +111,7 @@ check_checkov() {
 
 check_hadolint() {
   none "${DOCKERFILES[@]}" && return "$SKIPPED"
-  hadolint --config "$CHECKS/hadolint.yaml" "${DOCKERFILES[@]}"
+  hadolint --no-color --config "$CHECKS/hadolint.yaml" "${DOCKERFILES[@]}"
 }
 
 check_actionlint() {
