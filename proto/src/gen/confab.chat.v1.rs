@@ -571,20 +571,16 @@ pub mod chat_service_server {
     /// Generated trait containing gRPC methods that should be implemented for use with ChatServiceServer.
     #[async_trait]
     pub trait ChatService: std::marker::Send + std::marker::Sync + 'static {
-        /// Server streaming response type for the SendMessage method.
-        type SendMessageStream: tonic::codegen::tokio_stream::Stream<
-                Item = std::result::Result<super::ChatEvent, tonic::Status>,
-            >
-            + std::marker::Send
-            + 'static;
         /// Stores the user message, streams the answer, stores it as it completes.
         async fn send_message(
             &self,
             request: tonic::Request<super::SendMessageRequest>,
         ) -> std::result::Result<
-            tonic::Response<Self::SendMessageStream>,
+            tonic::Response<BoxStream<super::ChatEvent>>,
             tonic::Status,
-        >;
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
         /// The same, answered whole (the seed's send-simple).
         async fn send_message_simple(
             &self,
@@ -592,43 +588,39 @@ pub mod chat_service_server {
         ) -> std::result::Result<
             tonic::Response<super::SendMessageSimpleResponse>,
             tonic::Status,
-        >;
-        /// Server streaming response type for the Regenerate method.
-        type RegenerateStream: tonic::codegen::tokio_stream::Stream<
-                Item = std::result::Result<super::ChatEvent, tonic::Status>,
-            >
-            + std::marker::Send
-            + 'static;
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
         /// Replaces the last answer with a new one; the old one stays retrievable (superseded).
         async fn regenerate(
             &self,
             request: tonic::Request<super::RegenerateRequest>,
-        ) -> std::result::Result<tonic::Response<Self::RegenerateStream>, tonic::Status>;
-        /// Server streaming response type for the EditAndResend method.
-        type EditAndResendStream: tonic::codegen::tokio_stream::Stream<
-                Item = std::result::Result<super::ChatEvent, tonic::Status>,
-            >
-            + std::marker::Send
-            + 'static;
+        ) -> std::result::Result<
+            tonic::Response<BoxStream<super::ChatEvent>>,
+            tonic::Status,
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
         /// Replaces a user message with new content and answers from there.
         async fn edit_and_resend(
             &self,
             request: tonic::Request<super::EditAndResendRequest>,
         ) -> std::result::Result<
-            tonic::Response<Self::EditAndResendStream>,
+            tonic::Response<BoxStream<super::ChatEvent>>,
             tonic::Status,
-        >;
-        /// Server streaming response type for the Attach method.
-        type AttachStream: tonic::codegen::tokio_stream::Stream<
-                Item = std::result::Result<super::ChatEvent, tonic::Status>,
-            >
-            + std::marker::Send
-            + 'static;
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
         /// Re-attach to a running or recently finished generation, replaying events after a sequence.
         async fn attach(
             &self,
             request: tonic::Request<super::AttachRequest>,
-        ) -> std::result::Result<tonic::Response<Self::AttachStream>, tonic::Status>;
+        ) -> std::result::Result<
+            tonic::Response<BoxStream<super::ChatEvent>>,
+            tonic::Status,
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
         /// Cancels the upstream model call; the partial answer is stored as stopped.
         async fn stop_generation(
             &self,
@@ -636,14 +628,18 @@ pub mod chat_service_server {
         ) -> std::result::Result<
             tonic::Response<super::StopGenerationResponse>,
             tonic::Status,
-        >;
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
         async fn list_models(
             &self,
             request: tonic::Request<super::ListModelsRequest>,
         ) -> std::result::Result<
             tonic::Response<super::ListModelsResponse>,
             tonic::Status,
-        >;
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
         /// The caller's remaining quota, for the UI.
         async fn get_quota(
             &self,
@@ -651,7 +647,9 @@ pub mod chat_service_server {
         ) -> std::result::Result<
             tonic::Response<super::super::super::ratelimit::v1::Quota>,
             tonic::Status,
-        >;
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
     }
     #[derive(Debug)]
     pub struct ChatServiceServer<T> {
@@ -737,7 +735,7 @@ pub mod chat_service_server {
                     > tonic::server::ServerStreamingService<super::SendMessageRequest>
                     for SendMessageSvc<T> {
                         type Response = super::ChatEvent;
-                        type ResponseStream = T::SendMessageStream;
+                        type ResponseStream = BoxStream<super::ChatEvent>;
                         type Future = BoxFuture<
                             tonic::Response<Self::ResponseStream>,
                             tonic::Status,
@@ -829,7 +827,7 @@ pub mod chat_service_server {
                     > tonic::server::ServerStreamingService<super::RegenerateRequest>
                     for RegenerateSvc<T> {
                         type Response = super::ChatEvent;
-                        type ResponseStream = T::RegenerateStream;
+                        type ResponseStream = BoxStream<super::ChatEvent>;
                         type Future = BoxFuture<
                             tonic::Response<Self::ResponseStream>,
                             tonic::Status,
@@ -875,7 +873,7 @@ pub mod chat_service_server {
                     > tonic::server::ServerStreamingService<super::EditAndResendRequest>
                     for EditAndResendSvc<T> {
                         type Response = super::ChatEvent;
-                        type ResponseStream = T::EditAndResendStream;
+                        type ResponseStream = BoxStream<super::ChatEvent>;
                         type Future = BoxFuture<
                             tonic::Response<Self::ResponseStream>,
                             tonic::Status,
@@ -921,7 +919,7 @@ pub mod chat_service_server {
                     > tonic::server::ServerStreamingService<super::AttachRequest>
                     for AttachSvc<T> {
                         type Response = super::ChatEvent;
-                        type ResponseStream = T::AttachStream;
+                        type ResponseStream = BoxStream<super::ChatEvent>;
                         type Future = BoxFuture<
                             tonic::Response<Self::ResponseStream>,
                             tonic::Status,

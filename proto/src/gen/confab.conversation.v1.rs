@@ -870,7 +870,9 @@ pub mod conversation_service_server {
         async fn create_conversation(
             &self,
             request: tonic::Request<super::CreateConversationRequest>,
-        ) -> std::result::Result<tonic::Response<super::Conversation>, tonic::Status>;
+        ) -> std::result::Result<tonic::Response<super::Conversation>, tonic::Status> {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
         /// Newest activity first (pinned conversations first when `pinned_first`), cursor-paginated.
         async fn list_conversations(
             &self,
@@ -878,16 +880,22 @@ pub mod conversation_service_server {
         ) -> std::result::Result<
             tonic::Response<super::ListConversationsResponse>,
             tonic::Status,
-        >;
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
         async fn get_conversation(
             &self,
             request: tonic::Request<super::GetConversationRequest>,
-        ) -> std::result::Result<tonic::Response<super::Conversation>, tonic::Status>;
+        ) -> std::result::Result<tonic::Response<super::Conversation>, tonic::Status> {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
         /// Rename or change settings; only the fields present are changed.
         async fn update_conversation(
             &self,
             request: tonic::Request<super::UpdateConversationRequest>,
-        ) -> std::result::Result<tonic::Response<super::Conversation>, tonic::Status>;
+        ) -> std::result::Result<tonic::Response<super::Conversation>, tonic::Status> {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
         /// Deletes the conversation and its messages; returns the file ids it referenced so
         /// the caller can release them to the file service.
         async fn delete_conversation(
@@ -896,7 +904,9 @@ pub mod conversation_service_server {
         ) -> std::result::Result<
             tonic::Response<super::DeleteConversationResponse>,
             tonic::Status,
-        >;
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
         /// Oldest first, cursor-paginated.
         async fn list_messages(
             &self,
@@ -904,11 +914,15 @@ pub mod conversation_service_server {
         ) -> std::result::Result<
             tonic::Response<super::ListMessagesResponse>,
             tonic::Status,
-        >;
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
         async fn get_message(
             &self,
             request: tonic::Request<super::GetMessageRequest>,
-        ) -> std::result::Result<tonic::Response<super::Message>, tonic::Status>;
+        ) -> std::result::Result<tonic::Response<super::Message>, tonic::Status> {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
         /// Per-user search over titles and message text, ranked, with a highlighted snippet.
         async fn search_conversations(
             &self,
@@ -916,23 +930,31 @@ pub mod conversation_service_server {
         ) -> std::result::Result<
             tonic::Response<super::SearchConversationsResponse>,
             tonic::Status,
-        >;
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
         async fn export_conversation(
             &self,
             request: tonic::Request<super::ExportConversationRequest>,
         ) -> std::result::Result<
             tonic::Response<super::ExportConversationResponse>,
             tonic::Status,
-        >;
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
         /// Internal: used by the chat service.
         async fn append_message(
             &self,
             request: tonic::Request<super::AppendMessageRequest>,
-        ) -> std::result::Result<tonic::Response<super::Message>, tonic::Status>;
+        ) -> std::result::Result<tonic::Response<super::Message>, tonic::Status> {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
         async fn update_message(
             &self,
             request: tonic::Request<super::UpdateMessageRequest>,
-        ) -> std::result::Result<tonic::Response<super::Message>, tonic::Status>;
+        ) -> std::result::Result<tonic::Response<super::Message>, tonic::Status> {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
         /// Internal: marks messages after (and including, if `inclusive`) a message as
         /// superseded, for regenerate and edit-and-resend. Superseded messages stay retrievable.
         async fn supersede_messages(
@@ -941,7 +963,9 @@ pub mod conversation_service_server {
         ) -> std::result::Result<
             tonic::Response<super::SupersedeMessagesResponse>,
             tonic::Status,
-        >;
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
     }
     #[derive(Debug)]
     pub struct ConversationServiceServer<T> {

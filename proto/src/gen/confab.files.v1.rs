@@ -777,7 +777,9 @@ pub mod file_service_server {
         ) -> std::result::Result<
             tonic::Response<super::StartUploadResponse>,
             tonic::Status,
-        >;
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
         /// Idempotent on retry: a chunk at an offset already received is accepted if identical.
         async fn upload_chunk(
             &self,
@@ -785,7 +787,9 @@ pub mod file_service_server {
         ) -> std::result::Result<
             tonic::Response<super::UploadChunkResponse>,
             tonic::Status,
-        >;
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
         /// Verifies the size (and sha256 if given), detects the type, extracts, stores.
         async fn finish_upload(
             &self,
@@ -793,54 +797,64 @@ pub mod file_service_server {
         ) -> std::result::Result<
             tonic::Response<super::FinishUploadResponse>,
             tonic::Status,
-        >;
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
         async fn abort_upload(
             &self,
             request: tonic::Request<super::AbortUploadRequest>,
         ) -> std::result::Result<
             tonic::Response<super::AbortUploadResponse>,
             tonic::Status,
-        >;
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
         async fn get_file(
             &self,
             request: tonic::Request<super::GetFileRequest>,
-        ) -> std::result::Result<tonic::Response<super::FileInfo>, tonic::Status>;
+        ) -> std::result::Result<tonic::Response<super::FileInfo>, tonic::Status> {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
         async fn list_files(
             &self,
             request: tonic::Request<super::ListFilesRequest>,
         ) -> std::result::Result<
             tonic::Response<super::ListFilesResponse>,
             tonic::Status,
-        >;
-        /// Server streaming response type for the DownloadFile method.
-        type DownloadFileStream: tonic::codegen::tokio_stream::Stream<
-                Item = std::result::Result<super::DownloadFileChunk, tonic::Status>,
-            >
-            + std::marker::Send
-            + 'static;
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
         async fn download_file(
             &self,
             request: tonic::Request<super::DownloadFileRequest>,
         ) -> std::result::Result<
-            tonic::Response<Self::DownloadFileStream>,
+            tonic::Response<BoxStream<super::DownloadFileChunk>>,
             tonic::Status,
-        >;
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
         /// "What the model will see": extracted text per page / sheet / section.
         async fn get_extraction(
             &self,
             request: tonic::Request<super::GetExtractionRequest>,
-        ) -> std::result::Result<tonic::Response<super::Extraction>, tonic::Status>;
+        ) -> std::result::Result<tonic::Response<super::Extraction>, tonic::Status> {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
         async fn get_thumbnail(
             &self,
             request: tonic::Request<super::GetThumbnailRequest>,
-        ) -> std::result::Result<tonic::Response<super::Thumbnail>, tonic::Status>;
+        ) -> std::result::Result<tonic::Response<super::Thumbnail>, tonic::Status> {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
         async fn delete_file(
             &self,
             request: tonic::Request<super::DeleteFileRequest>,
         ) -> std::result::Result<
             tonic::Response<super::DeleteFileResponse>,
             tonic::Status,
-        >;
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
         /// Internal: turn file ids into prompt parts for the chat service.
         async fn get_prompt_parts(
             &self,
@@ -848,7 +862,9 @@ pub mod file_service_server {
         ) -> std::result::Result<
             tonic::Response<super::GetPromptPartsResponse>,
             tonic::Status,
-        >;
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
         /// Internal: drop references held by a deleted conversation; bytes nobody references are reclaimed.
         async fn release_files(
             &self,
@@ -856,7 +872,9 @@ pub mod file_service_server {
         ) -> std::result::Result<
             tonic::Response<super::ReleaseFilesResponse>,
             tonic::Status,
-        >;
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
     }
     #[derive(Debug)]
     pub struct FileServiceServer<T> {
@@ -1212,7 +1230,7 @@ pub mod file_service_server {
                     > tonic::server::ServerStreamingService<super::DownloadFileRequest>
                     for DownloadFileSvc<T> {
                         type Response = super::DownloadFileChunk;
-                        type ResponseStream = T::DownloadFileStream;
+                        type ResponseStream = BoxStream<super::DownloadFileChunk>;
                         type Future = BoxFuture<
                             tonic::Response<Self::ResponseStream>,
                             tonic::Status,

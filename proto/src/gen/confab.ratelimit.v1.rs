@@ -345,13 +345,23 @@ pub mod rate_limit_service_server {
         async fn acquire(
             &self,
             request: tonic::Request<super::AcquireRequest>,
-        ) -> std::result::Result<tonic::Response<super::AcquireResponse>, tonic::Status>;
+        ) -> std::result::Result<
+            tonic::Response<super::AcquireResponse>,
+            tonic::Status,
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
         /// Ends a request: releases the stream lease and reconciles the reservation with
         /// the tokens really used (0 for a call that failed before the model answered).
         async fn release(
             &self,
             request: tonic::Request<super::ReleaseRequest>,
-        ) -> std::result::Result<tonic::Response<super::ReleaseResponse>, tonic::Status>;
+        ) -> std::result::Result<
+            tonic::Response<super::ReleaseResponse>,
+            tonic::Status,
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
         /// Extends a stream lease for a long generation; leases expire by themselves otherwise.
         async fn renew_lease(
             &self,
@@ -359,11 +369,15 @@ pub mod rate_limit_service_server {
         ) -> std::result::Result<
             tonic::Response<super::RenewLeaseResponse>,
             tonic::Status,
-        >;
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
         async fn get_quota(
             &self,
             request: tonic::Request<super::GetQuotaRequest>,
-        ) -> std::result::Result<tonic::Response<super::Quota>, tonic::Status>;
+        ) -> std::result::Result<tonic::Response<super::Quota>, tonic::Status> {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
     }
     #[derive(Debug)]
     pub struct RateLimitServiceServer<T> {

@@ -1,0 +1,55 @@
+# Confab — see README.md. Every target installs what it needs (idempotently).
+SHELL := /bin/bash
+# One shared build directory outside the clone: CI and later runs on this machine reuse it.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/confab/target
+export CONFAB_TEST_OUTPUT ?= $(CURDIR)/tests-output
+export CARGO_TERM_COLOR ?= never
+CARGO ?= cargo
+BIN := $(CARGO_TARGET_DIR)/debug
+
+.PHONY: all setup build run test test-rust lint fmt web run-mesh stop-mesh clean-data \
+        bench-conversation bench-files bench-ratelimit bench-chat bench-gateway
+
+all: build
+
+setup:
+	@bash scripts/setup.sh test
+
+build:
+	$(CARGO) build --workspace --bins
+
+## make run: the whole product in one process (SQLite, local files, in-process limits,
+## embedded model) on http://localhost:8080
+run:
+	@bash scripts/setup.sh run
+	@if [ -f web/build.sh ]; then bash web/build.sh; fi
+	$(CARGO) build -p confab-gateway --bin confab-gateway
+	$(BIN)/confab-gateway
+
+## make test: installs what tests need, then every test of every crate, lint, infra checks.
+test: setup
+	$(CARGO) test --workspace --no-fail-fast
+	$(MAKE) lint
+	@if [ -f infra/checks/run.sh ]; then bash infra/checks/run.sh; fi
+
+test-rust: setup
+	$(CARGO) test --workspace --no-fail-fast
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+web:
+	bash web/build.sh
+
+run-mesh: build
+	bash infra/mesh/run-mesh.sh
+
+stop-mesh:
+	bash infra/mesh/stop-mesh.sh
+
+clean-data:
+	rm -rf ./data
