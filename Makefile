@@ -53,3 +53,15 @@ stop-mesh:
 
 clean-data:
 	rm -rf ./data
+
+# Benchmarks (same dev profile as tests; each prints ratios against a baseline measured in the same run).
+bench-conversation: setup
+	$(CARGO) run -p confab-conversation --example bench-conversation
+bench-files: setup
+	$(CARGO) run -p confab-files --example bench-files
+bench-ratelimit: setup
+	$(CARGO) run -p confab-ratelimit --example bench-ratelimit
+bench-chat: setup
+	$(CARGO) run -p confab-chat --example bench-chat
+bench-gateway: setup
+	$(CARGO) run -p confab-gateway --example bench-gateway
