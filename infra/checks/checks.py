@@ -159,10 +159,10 @@ def cmd_ecs_render(write: bool) -> int:
             ECS_DIR.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
         elif not path.exists():
-            fails.add(rel(path), "missing; run `python3 infra/checks/checks.py ecs-render --write`")
+            fails.add(rel(path), "missing; run `$HOME/.cache/confab/infra-venv/bin/python infra/checks/checks.py ecs-render --write`")
         elif path.read_text() != text:
             fails.add(rel(path), "differs from the task definition in the template; "
-                      "run `python3 infra/checks/checks.py ecs-render --write`")
+                      "run `$HOME/.cache/confab/infra-venv/bin/python infra/checks/checks.py ecs-render --write`")
         # deploy fills every placeholder from a stack output of the same name
         for ph in sorted(set(re.findall(r"\$\{([A-Za-z0-9_]+)\}", text))):
             if ph in PSEUDO.values():

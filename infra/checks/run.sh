@@ -70,8 +70,9 @@ REQUIRED=(
   infra/checks/requirements.txt
   services/telemetry/src/metrics_names.rs
   infra/docker/Dockerfile .dockerignore
+  infra/aws/bootstrap.yaml infra/aws/confab.yaml
 )
-ECS_SERVICES=()
+ECS_SERVICES=(gateway chat conversation files ratelimit grafana)
 
 check_required() {
   local missing=0 f
@@ -100,7 +101,7 @@ check_checkov() {
     --config-file "$CHECKS/checkov.yaml" -d infra/aws 2>&1)"
   rc=$?
   # Checkov reports a template it cannot parse and still exits 0.
-  if grep -qi "parsing error" <<<"$out"; then
+  if grep -qiE "parsing errors: [1-9]|error parsing|failed to parse" <<<"$out"; then
     echo "$out"
     echo "checkov: a template did not parse"
     return 1
