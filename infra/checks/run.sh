@@ -71,6 +71,7 @@ REQUIRED=(
   services/telemetry/src/metrics_names.rs
   infra/docker/Dockerfile .dockerignore
   infra/aws/bootstrap.yaml infra/aws/confab.yaml
+  infra/grafana/Dockerfile infra/grafana/dashboards/confab-overview.json
 )
 ECS_SERVICES=(gateway chat conversation files ratelimit grafana)
 
