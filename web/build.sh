@@ -68,7 +68,7 @@ if [ -z "${SKIP_WASM_OPT:-}" ]; then
   mv "$STAGE/confab_web_bg.opt.wasm" "$STAGE/confab_web_bg.wasm"
 fi
 cp "$WEB_DIR/static/index.html" "$WEB_DIR/static/app.css" "$STAGE/"
-[ -f "$WEB_DIR/static/favicon.svg" ] && cp "$WEB_DIR/static/favicon.svg" "$STAGE/"
+cp "$WEB_DIR/static/favicon.svg" "$STAGE/"
 # Swap into place in one step so a running gateway never serves a half-written bundle.
 mkdir -p "$(dirname "$DIST")"
 rm -rf "$DIST.old"; [ -d "$DIST" ] && mv "$DIST" "$DIST.old"

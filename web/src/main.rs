@@ -1,10 +1,12 @@
-use dioxus::prelude::*;
-fn main() { dioxus::launch(App); }
-#[component]
-fn App() -> Element {
-    let mut n = use_signal(|| 0);
-    rsx! { button { onclick: move |_| { n += 1; spawn(async move {
-        let mut c = confab_proto::chat::v1::chat_service_client::ChatServiceClient::new(tonic_web_wasm_client::Client::new("/".into()));
-        let _ = c.list_models(confab_proto::chat::v1::ListModelsRequest{}).await;
-    }); }, "{n}" } }
+//! Confab's browser client: a Dioxus app compiled to wasm, talking grpc-web to the gateway
+//! at the page's own origin. Logic that needs no browser lives in `confab-web-core`.
+#![forbid(unsafe_code)]
+
+mod actions;
+mod api;
+mod state;
+mod ui;
+
+fn main() {
+    dioxus::launch(ui::App);
 }

@@ -8,6 +8,7 @@ use confab_proto::ratelimit::v1::Quota;
 use confab_web_core::errors::UiError;
 use confab_web_core::scroll::AutoScroll;
 use confab_web_core::upload::Upload;
+use dioxus::core::Task;
 use dioxus::prelude::*;
 
 #[derive(Clone, Debug, PartialEq)]
