@@ -211,7 +211,34 @@ def cmd_taskdefs() -> int:
         for c in params.get("containerDefinitions", []):
             if "logConfiguration" not in c:
                 fails.add(rel(path), f"container {c.get('name')} has no logConfiguration")
+        # what deploy registers: the file after infra/ecs/fill.py with every stack output set
+        filled = _fill_like_deploy(path, fails)
+        if filled is not None:
+            report = ParamValidator().validate(filled, shape)
+            if report.has_errors():
+                for line in report.generate_report().splitlines():
+                    fails.add(f"{rel(path)} (filled)", line)
     return fails.finish("taskdefs")
+
+
+def _fill_like_deploy(path: Path, fails: Failures):
+    import subprocess
+    import tempfile
+
+    if not TEMPLATE.exists():
+        return None
+    outputs = [{"OutputKey": k, "OutputValue": f"test-{k}"} for k in load_template().get("Outputs", {})]
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+        json.dump(outputs, f)
+        f.flush()
+        run = subprocess.run(
+            [sys.executable, str(ECS_DIR / "fill.py"), "--outputs", f.name, "--stack", "confab",
+             "--region", "eu-west-1", "--account", "123456789012", str(path)],
+            capture_output=True, text=True)
+    if run.returncode != 0:
+        fails.add(rel(path), f"infra/ecs/fill.py failed: {run.stderr.strip()}")
+        return None
+    return json.loads(run.stdout)
 
 
 # ---------------------------------------------------------------- metrics

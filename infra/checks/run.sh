@@ -72,6 +72,7 @@ REQUIRED=(
   infra/docker/Dockerfile .dockerignore
   infra/aws/bootstrap.yaml infra/aws/confab.yaml
   infra/grafana/Dockerfile infra/grafana/dashboards/confab-overview.json
+  .github/workflows/ci.yml .github/workflows/deploy.yml infra/ecs/fill.py
 )
 ECS_SERVICES=(gateway chat conversation files ratelimit grafana)
 
