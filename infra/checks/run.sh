@@ -73,6 +73,7 @@ REQUIRED=(
   infra/aws/bootstrap.yaml infra/aws/confab.yaml
   infra/grafana/Dockerfile infra/grafana/dashboards/confab-overview.json
   .github/workflows/ci.yml .github/workflows/deploy.yml infra/ecs/fill.py
+  infra/docker-compose.yml
 )
 ECS_SERVICES=(gateway chat conversation files ratelimit grafana)
 
