@@ -497,6 +497,16 @@ fn fail_live(s: AppState, live: &mut LiveAnswer, st: &Status) {
         // Nothing was answered: show it as an error and drop the empty placeholder.
         let mut s2 = s;
         s2.messages.write().retain(|m| !(m.id == LIVE_ID && m.content.is_empty()));
+        if live.generation_id.is_empty() {
+            // Refused before it started (e.g. rate limited): nothing was stored, so put the
+            // text back in the composer instead of showing a message that doesn't exist.
+            let mut msgs = s2.messages.write();
+            if let Some(m) = msgs.pop_if(|m| m.is_user && m.id.starts_with("local-") && !m.id.starts_with("local-edit-")) {
+                if s2.composer.peek().is_empty() {
+                    s2.composer.set(m.content);
+                }
+            }
+        }
         show_error(s, e);
     } else {
         sync_live(s, live);

@@ -34,8 +34,13 @@ fn install_document_listeners() {
             KeyAction::FocusSearch => {
                 e.prevent_default();
                 if let Some(el) = d.get_element_by_id("search-input").and_then(|x| x.dyn_into::<web_sys::HtmlElement>().ok()) {
-                    if let Some(app) = d.get_element_by_id("app") {
-                        let _ = app.class_list().add_1("drawer-open");
+                    // On a phone the search box lives in the closed drawer: open it first.
+                    let narrow = web_sys::window().and_then(|w| w.inner_width().ok()).and_then(|v| v.as_f64()).is_some_and(|w| w <= 700.0);
+                    let open = d.get_element_by_id("app").is_some_and(|a| a.class_list().contains("drawer-open"));
+                    if narrow && !open
+                        && let Some(b) = d.query_selector("[data-testid=drawer-toggle]").ok().flatten().and_then(|x| x.dyn_into::<web_sys::HtmlElement>().ok())
+                    {
+                        b.click();
                     }
                     let _ = el.focus();
                 }
@@ -93,9 +98,6 @@ pub fn App() -> Element {
 
 fn close_drawer(mut s: AppState) {
     s.drawer_open.set(false);
-    if let Some(app) = api::element("app") {
-        let _ = app.class_list().remove_1("drawer-open");
-    }
 }
 
 // ---------------- sidebar ----------------

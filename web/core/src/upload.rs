@@ -140,7 +140,7 @@ impl Upload {
         }
         self.upload_id = Some(upload_id.into());
         let server_max = if max_chunk_bytes == 0 { PREFERRED_CHUNK_BYTES } else { u64::from(max_chunk_bytes) };
-        self.chunk_bytes = server_max.min(PREFERRED_CHUNK_BYTES).max(1);
+        self.chunk_bytes = server_max.clamp(1, PREFERRED_CHUNK_BYTES);
         self.phase = Phase::Uploading;
     }
 
