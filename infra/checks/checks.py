@@ -8,6 +8,8 @@ Subcommands:
   metrics             dashboards, alarms, autoscaling and the collector config may only use
                       metric names from services/telemetry/src/metrics_names.rs or AWS metrics
   grafana             dashboards and provisioning files parse and are consistent
+  adot                the collector config in the template parses, fits an SSM parameter and
+                      wires only components it defines
 """
 from __future__ import annotations
 
@@ -382,6 +384,46 @@ def cmd_grafana() -> int:
     return fails.finish("grafana")
 
 
+# ---------------------------------------------------------------- collector config
+
+def cmd_adot() -> int:
+    import yaml
+
+    fails = Failures()
+    if not TEMPLATE.exists():
+        return SKIPPED
+    params = [(k, r) for k, r in load_template().get("Resources", {}).items()
+              if r.get("Type") == "AWS::SSM::Parameter" and "adot" in k.lower()]
+    if not params:
+        fails.add(rel(TEMPLATE), "no ADOT collector config parameter")
+    for logical_id, res in params:
+        where = f"{rel(TEMPLATE)} {logical_id}"
+        text = res["Properties"].get("Value")
+        if not isinstance(text, str):
+            fails.add(where, "Value must be a literal YAML string")
+            continue
+        if len(text.encode()) > 4096:
+            fails.add(where, f"{len(text.encode())} bytes; a standard SSM parameter holds 4096")
+        try:
+            config = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            fails.add(where, f"invalid YAML: {e}")
+            continue
+        service = config.get("service", {})
+        for ext in service.get("extensions", []):
+            if ext not in config.get("extensions", {}):
+                fails.add(where, f"extension {ext!r} is not defined")
+        for name, pipeline in service.get("pipelines", {}).items():
+            for kind in ("receivers", "processors", "exporters"):
+                for component in pipeline.get(kind, []):
+                    if component not in (config.get(kind) or {}):
+                        fails.add(where, f"pipeline {name}: {kind[:-1]} {component!r} is not defined")
+        emf = (config.get("exporters") or {}).get("awsemf", {})
+        if emf.get("namespace") != CONFAB_NAMESPACE:
+            fails.add(where, f"awsemf namespace must be {CONFAB_NAMESPACE!r}")
+    return fails.finish("adot")
+
+
 def main(argv: list[str]) -> int:
     if not argv:
         print(__doc__, file=sys.stderr)
@@ -395,6 +437,8 @@ def main(argv: list[str]) -> int:
         return cmd_metrics()
     if cmd == "grafana":
         return cmd_grafana()
+    if cmd == "adot":
+        return cmd_adot()
     print(f"unknown subcommand {cmd!r}\n{__doc__}", file=sys.stderr)
     return 2
 

@@ -143,9 +143,10 @@ check_ecs_render() { "$PY" "$CHECKS/checks.py" ecs-render; }
 check_taskdefs() { "$PY" "$CHECKS/checks.py" taskdefs; }
 check_metrics() { "$PY" "$CHECKS/checks.py" metrics; }
 check_grafana() { "$PY" "$CHECKS/checks.py" grafana; }
+check_adot() { "$PY" "$CHECKS/checks.py" adot; }
 
 ALL=(required cfn-lint checkov hadolint actionlint workflow-schema compose-schema shellcheck
-  ecs-render taskdefs metrics grafana)
+  ecs-render taskdefs metrics grafana adot)
 SELECTED=("$@")
 [[ ${#SELECTED[@]} -gt 0 ]] || SELECTED=("${ALL[@]}")
 
