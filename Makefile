@@ -7,7 +7,7 @@ export CARGO_TERM_COLOR ?= never
 CARGO ?= cargo
 BIN := $(CARGO_TARGET_DIR)/debug
 
-.PHONY: all setup build run test test-rust lint fmt web run-mesh stop-mesh clean-data \
+.PHONY: all setup build run test test-rust lint fmt web run-mesh stop-mesh smoke-mesh infra-check clean-data \
         bench-conversation bench-files bench-ratelimit bench-chat bench-gateway
 
 all: build
@@ -30,7 +30,7 @@ run:
 test: setup
 	$(CARGO) test --workspace --no-fail-fast
 	$(MAKE) lint
-	@if [ -f infra/checks/run.sh ]; then bash infra/checks/run.sh; fi
+	bash infra/checks/run.sh
 
 test-rust: setup
 	$(CARGO) test --workspace --no-fail-fast
@@ -50,6 +50,14 @@ run-mesh: build
 
 stop-mesh:
 	bash infra/mesh/stop-mesh.sh
+
+## The distributed mode end to end on this machine (redis, MongoDB-wire server, one process per service).
+smoke-mesh: build
+	bash infra/mesh/smoke.sh
+
+## Offline checks of infra/ and .github/ (cfn-lint, checkov, hadolint, actionlint, schemas, botocore, metric names).
+infra-check:
+	bash infra/checks/run.sh
 
 clean-data:
 	rm -rf ./data
