@@ -1,0 +1,283 @@
+//! The domain service: validates input, asks the limiter, applies the failure policy
+//! when the backend is unreachable, counts decisions. Never sees `tonic::Request`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use confab_common::{ErrorCode, ServiceError};
+
+use crate::limiter::{AcquireParams, BackendError, Decision, Limit, Limiter, Limits, Usage};
+use crate::metrics::Metrics;
+
+/// What to do when the backend (Redis) cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailPolicy {
+    /// Allow, marked `degraded`, logged and counted.
+    #[default]
+    Open,
+    /// Refuse with UNAVAILABLE.
+    Closed,
+}
+
+impl FailPolicy {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Closed => "closed",
+        }
+    }
+}
+
+impl std::str::FromStr for FailPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "open" => Ok(Self::Open),
+            "closed" => Ok(Self::Closed),
+            _ => Err(format!("expected open or closed, got {s:?}")),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RateLimitError {
+    #[error(
+        "invalid subject {0:?}: expected user:<id> or ip:<addr>, at most 160 characters of [A-Za-z0-9._:@-]"
+    )]
+    InvalidSubject(String),
+    #[error("invalid {field}: at most 64 characters of [A-Za-z0-9_-]")]
+    InvalidId { field: &'static str },
+    #[error(
+        "the rate-limit store (Redis) is unreachable and RATE_LIMIT_FAIL_POLICY=closed refuses requests until it is back; retry shortly"
+    )]
+    BackendUnavailable(#[source] BackendError),
+}
+
+impl ServiceError for RateLimitError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::InvalidSubject(_) | Self::InvalidId { .. } => ErrorCode::InvalidArgument,
+            Self::BackendUnavailable(_) => ErrorCode::Unavailable,
+        }
+    }
+}
+
+confab_common::impl_status_from!(RateLimitError);
+
+pub const MAX_SUBJECT_LEN: usize = 160;
+
+/// `user:<id>` or `ip:<addr>`; bounded, and never containing `{`/`}` (the hash tag).
+pub fn validate_subject(subject: &str) -> Result<(), RateLimitError> {
+    let rest = subject
+        .strip_prefix("user:")
+        .or_else(|| subject.strip_prefix("ip:"));
+    let ok = subject.len() <= MAX_SUBJECT_LEN
+        && rest.is_some_and(|r| {
+            !r.is_empty()
+                && r.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".:_@-".contains(&b))
+        });
+    if ok {
+        Ok(())
+    } else {
+        let shown: String = subject.chars().take(40).collect();
+        Err(RateLimitError::InvalidSubject(shown))
+    }
+}
+
+/// Reservation / lease ids; empty means "none".
+pub fn validate_id(field: &'static str, id: &str) -> Result<(), RateLimitError> {
+    if id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        Ok(())
+    } else {
+        Err(RateLimitError::InvalidId { field })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AcquireOutcome {
+    pub decision: Decision,
+    pub reservation_id: String,
+    pub lease_id: String,
+    pub degraded: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct UsageOutcome {
+    pub usage: Usage,
+    pub degraded: bool,
+}
+
+/// The rate-limit domain service.
+pub struct RateLimiter {
+    limiter: Arc<dyn Limiter>,
+    policy: FailPolicy,
+    metrics: Metrics,
+    backend_ok: AtomicBool,
+}
+
+impl RateLimiter {
+    pub fn new(limiter: Arc<dyn Limiter>, policy: FailPolicy) -> Self {
+        Self {
+            limiter,
+            policy,
+            metrics: Metrics::default(),
+            backend_ok: AtomicBool::new(true),
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        self.limiter.limits()
+    }
+    pub fn policy(&self) -> FailPolicy {
+        self.policy
+    }
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+    /// False after a failed backend call, until a call or a ping succeeds.
+    pub fn backend_ok(&self) -> bool {
+        self.backend_ok.load(Ordering::Relaxed)
+    }
+
+    /// Pings the backend and records the result (the health monitor calls this).
+    pub async fn probe_backend(&self) -> bool {
+        let ok = self.limiter.ping().await.is_ok();
+        self.backend_ok.store(ok, Ordering::Relaxed);
+        ok
+    }
+
+    /// Ok(None): the backend failed and the policy is open.
+    fn on_backend<T>(
+        &self,
+        what: &str,
+        result: Result<T, BackendError>,
+    ) -> Result<Option<T>, RateLimitError> {
+        match result {
+            Ok(v) => {
+                self.backend_ok.store(true, Ordering::Relaxed);
+                Ok(Some(v))
+            }
+            Err(e) => {
+                self.backend_ok.store(false, Ordering::Relaxed);
+                self.metrics.backend_error(self.policy.label());
+                match self.policy {
+                    FailPolicy::Open => {
+                        tracing::warn!(error = %e, op = what, "rate-limit backend unreachable; failing open (allowed, degraded)");
+                        Ok(None)
+                    }
+                    FailPolicy::Closed => Err(RateLimitError::BackendUnavailable(e)),
+                }
+            }
+        }
+    }
+
+    fn degraded_usage(&self) -> Usage {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or_default();
+        Usage::fresh(self.limits(), now)
+    }
+
+    #[tracing::instrument(skip(self), fields(allowed))]
+    pub async fn acquire(
+        &self,
+        subject: &str,
+        estimated_tokens: u64,
+        open_stream: bool,
+        request_id: &str,
+    ) -> Result<AcquireOutcome, RateLimitError> {
+        validate_subject(subject)?;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let params = AcquireParams {
+            id: id.clone(),
+            estimated_tokens,
+            open_stream,
+        };
+        let result = self.limiter.acquire(subject, &params).await;
+        let (decision, degraded) = match self.on_backend("acquire", result)? {
+            Some(d) => (d, false),
+            None => (
+                Decision {
+                    denied_by: None,
+                    retry_after_ms: 0,
+                    usage: self.degraded_usage(),
+                },
+                true,
+            ),
+        };
+        let allowed = decision.allowed();
+        tracing::Span::current().record("allowed", allowed);
+        self.metrics
+            .decision(allowed, decision.denied_by.map_or("none", Limit::label));
+        Ok(AcquireOutcome {
+            reservation_id: if allowed { id.clone() } else { String::new() },
+            lease_id: if allowed && open_stream {
+                id
+            } else {
+                String::new()
+            },
+            decision,
+            degraded,
+        })
+    }
+
+    #[tracing::instrument(skip(self))]
+    pub async fn release(
+        &self,
+        subject: &str,
+        reservation_id: &str,
+        lease_id: &str,
+        actual_tokens: u64,
+    ) -> Result<UsageOutcome, RateLimitError> {
+        validate_subject(subject)?;
+        validate_id("reservation_id", reservation_id)?;
+        validate_id("lease_id", lease_id)?;
+        let result = self
+            .limiter
+            .release(subject, reservation_id, lease_id, actual_tokens)
+            .await;
+        Ok(match self.on_backend("release", result)? {
+            Some(usage) => UsageOutcome {
+                usage,
+                degraded: false,
+            },
+            None => UsageOutcome {
+                usage: self.degraded_usage(),
+                degraded: true,
+            },
+        })
+    }
+
+    /// Ok(true) when the lease was extended (fail-open: assumed extended).
+    #[tracing::instrument(skip(self))]
+    pub async fn renew(&self, subject: &str, lease_id: &str) -> Result<bool, RateLimitError> {
+        validate_subject(subject)?;
+        validate_id("lease_id", lease_id)?;
+        if lease_id.is_empty() {
+            return Err(RateLimitError::InvalidId { field: "lease_id" });
+        }
+        let result = self.limiter.renew(subject, lease_id).await;
+        Ok(self.on_backend("renew", result)?.unwrap_or(true))
+    }
+
+    pub async fn usage(&self, subject: &str) -> Result<UsageOutcome, RateLimitError> {
+        validate_subject(subject)?;
+        let result = self.limiter.usage(subject).await;
+        Ok(match self.on_backend("quota", result)? {
+            Some(usage) => UsageOutcome {
+                usage,
+                degraded: false,
+            },
+            None => UsageOutcome {
+                usage: self.degraded_usage(),
+                degraded: true,
+            },
+        })
+    }
+}
