@@ -254,7 +254,7 @@ fn ConversationItem(conv: Conversation, active: bool) -> Element {
                         spawn(actions::open_conversation(s, id3.clone()));
                     },
                     if pinned {
-                        span { class: "pin", "📌 " }
+                        span { class: "pin", "★ " }
                     }
                     span { class: "t", "{title}" }
                     span { class: "when", "{when}" }
@@ -265,7 +265,7 @@ fn ConversationItem(conv: Conversation, active: bool) -> Element {
                         title: if pinned { "Unpin" } else { "Pin" },
                         "data-testid": "pin-conversation",
                         onclick: move |_| { spawn(actions::set_pinned(s, id4.clone(), !pinned)); },
-                        if pinned { "⊘" } else { "📌" }
+                        if pinned { "★" } else { "☆" }
                     }
                     button {
                         class: "icon",
@@ -279,7 +279,7 @@ fn ConversationItem(conv: Conversation, active: bool) -> Element {
                         title: "Delete",
                         "data-testid": "delete-conversation",
                         onclick: move |_| s.confirm_delete.set(Some(conv_for_delete.clone())),
-                        "🗑"
+                        "✕"
                     }
                 }
             }
@@ -347,6 +347,7 @@ fn ChatHeader() -> Element {
             }
             h1 { class: "chat-title", "data-testid": "chat-title", "{title}" }
             div { class: "head-tools",
+                if !models.is_empty() {
                 select {
                     class: "model-picker",
                     "data-testid": "model-picker",
@@ -368,6 +369,7 @@ fn ChatHeader() -> Element {
                             if m.embedded { "{m.display_name} · embedded" } else if m.display_name.is_empty() { "{m.id}" } else { "{m.display_name}" }
                         }
                     }
+                }
                 }
                 if embedded {
                     span { class: "badge embedded", "data-testid": "model-embedded-badge", title: "Runs inside Confab on the server's CPU", "embedded model" }
@@ -600,7 +602,7 @@ fn SentAttachment(att: Attachment) -> Element {
                 if !url.is_empty() {
                     img { src: "{url}", alt: "{att.filename}" }
                 } else {
-                    span { class: "muted", "🖼" }
+                    span { class: "muted", ImageIcon {} }
                 }
             }
         };
@@ -612,7 +614,7 @@ fn SentAttachment(att: Attachment) -> Element {
             "data-testid": "message-attachment",
             title: "What the model saw",
             onclick: move |_| s.viewer.set(Some((fid.clone(), name.clone()))),
-            span { class: "chip-icon", "📄" }
+            span { class: "chip-icon", DocIcon {} }
             span { class: "chip-name", "{att.filename}" }
             span { class: "muted", " {human_bytes(att.size_bytes)}" }
         }
@@ -665,7 +667,7 @@ fn Composer() -> Element {
                 }
             }
             div { class: "composer-row",
-                label { class: "icon attach", r#for: "file-input", title: "Attach files", "data-testid": "attach-button", "📎" }
+                label { class: "icon attach", r#for: "file-input", title: "Attach files", "data-testid": "attach-button", PaperclipIcon {} }
                 input {
                     id: "file-input",
                     class: "hidden",
@@ -753,7 +755,7 @@ fn PendingChip(p: PendingFile) -> Element {
                 if let (true, Some(url)) = (is_image, p.preview_url.clone()) {
                     img { class: "chip-thumb", "data-testid": "attachment-thumbnail", src: "{url}", alt: "{p.upload.name}" }
                 } else {
-                    span { class: "chip-icon", if is_image { "🖼" } else { "📄" } }
+                    span { class: "chip-icon", if is_image { ImageIcon {} } else { DocIcon {} } }
                 }
                 span { class: "chip-text",
                     span { class: "chip-name", "{p.upload.name}" }
@@ -904,6 +906,36 @@ fn ExtractionViewer(file_id: String, name: String) -> Element {
                 }
                 div { class: "viewer-body", {body} }
             }
+        }
+    }
+}
+
+// Icons as inline SVG: emoji fonts are not everywhere (e.g. headless Linux).
+
+#[component]
+fn PaperclipIcon() -> Element {
+    rsx! {
+        svg { width: "20", height: "20", view_box: "0 0 24 24", fill: "none", stroke: "currentColor", stroke_width: "2", stroke_linecap: "round",
+            path { d: "M21 12.5l-8.5 8.5a5 5 0 0 1-7-7L14 5.5a3.5 3.5 0 0 1 5 5L10.5 19a2 2 0 0 1-3-3L15 8.5" }
+        }
+    }
+}
+
+#[component]
+fn DocIcon() -> Element {
+    rsx! {
+        svg { width: "18", height: "18", view_box: "0 0 24 24", fill: "none", stroke: "currentColor", stroke_width: "2", stroke_linejoin: "round",
+            path { d: "M14 3H6a1 1 0 0 0-1 1v16a1 1 0 0 0 1 1h12a1 1 0 0 0 1-1V8z M14 3v5h5 M8 13h8 M8 17h6" }
+        }
+    }
+}
+
+#[component]
+fn ImageIcon() -> Element {
+    rsx! {
+        svg { width: "18", height: "18", view_box: "0 0 24 24", fill: "none", stroke: "currentColor", stroke_width: "2", stroke_linejoin: "round",
+            rect { x: "3", y: "4", width: "18", height: "16", rx: "2" }
+            path { d: "M3 17l5-5 4 4 3-3 6 6" }
         }
     }
 }
