@@ -9,6 +9,7 @@ import os from 'node:os';
 import { chromium } from 'playwright-core';
 
 const BASE = process.env.BASE_URL;
+const LIMITED = process.env.LIMITED_URL;
 const FAKE = process.env.FAKE_URL;
 const FIX = process.env.FIXTURES;
 const OUT = process.env.OUT_DIR || 'tests-output/web';
@@ -31,13 +32,13 @@ after(async () => {
 });
 
 /** A fresh browser profile = a fresh anonymous user with no conversations. */
-async function open(t, { width = 1280, height = 860 } = {}) {
+async function open(t, { width = 1280, height = 860, base = BASE } = {}) {
   const context = await browser.newContext({ viewport: { width, height } });
-  await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: BASE });
+  await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: base });
   const page = await context.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(String(e)));
-  await page.goto(BASE);
+  await page.goto(base);
   await page.waitForSelector('[data-testid=composer-input]', { timeout: T });
   const name = t.name.replace(/[^a-z0-9]+/gi, '-').toLowerCase();
   t.after(async () => {
@@ -320,4 +321,24 @@ test('a failed model call shows a readable error and a retry button', async (t) 
   assert.match(errText, /model failed|went wrong|upstream|unavailable/i);
   const retry = page.locator('[data-testid=retry]');
   if (await retry.count()) assert.equal(await retry.isVisible(), true);
+});
+
+test('rate limited: the error says when to try again', async (t) => {
+  const page = await open(t, { base: LIMITED });
+  let seen = '';
+  for (let i = 0; i < 4 && !seen; i++) {
+    await send(page, `message number ${i}`);
+    await page.waitForFunction(() => {
+      const a = [...document.querySelectorAll('[data-testid=message][data-role=assistant]')].pop();
+      return document.querySelector('[data-testid=error-banner]') || (a && a.dataset.status !== 'streaming');
+    }, null, { timeout: T });
+    const banner = page.locator('[data-testid=error-banner], [data-testid=message-error]');
+    if (await banner.count()) seen = await banner.first().innerText();
+    await page.waitForSelector('[data-testid=send-button]', { timeout: T });
+  }
+  assert.match(seen, /try again in (\d+ s|a moment)/);
+  if (await page.locator('[data-testid=error-banner]').count()) {
+    // Refused before anything was stored: the text is back in the composer, not lost.
+    assert.match(await page.locator('[data-testid=composer-input]').inputValue(), /message number/);
+  }
 });

@@ -53,31 +53,40 @@ FAKE_PORT=$(free_port)
 node "$E2E_DIR/fake-openai.mjs" "$FAKE_PORT" > "$OUT/fake-openai.log" 2>&1 &
 pids+=($!)
 
-GW_PORT=$(free_port)
-CONFAB_ADDR="127.0.0.1:$GW_PORT" \
-CONFAB_DATA_DIR="$WORK/data" \
-CONFAB_WEB_DIR="$WEB_DIR/dist" \
-CONFAB_SESSION_SECRET="e2e-session-secret-0123456789abcdef" \
-OPENAI_API_KEY="sk-e2e-fake" \
-OPENAI_BASE_URL="http://127.0.0.1:$FAKE_PORT/v1" \
-OPENAI_MODEL="gpt-4o" \
-OPENAI_TITLE_MODEL="gpt-4o-mini" \
-RATE_LIMIT_PER_MINUTE=1000 \
-DAILY_TOKEN_BUDGET=10000000 \
-MAX_CONCURRENT_STREAMS=20 \
-LOG_FORMAT=pretty RUST_LOG="${RUST_LOG:-info}" \
-  "$GATEWAY_BIN" > "$OUT/gateway.log" 2>&1 &
-pids+=($!)
+# start_gateway NAME PORT RATE_LIMIT_PER_MINUTE: one whole-product gateway with its own data dir.
+start_gateway() {
+  local name=$1 port=$2 rpm=$3
+  CONFAB_ADDR="127.0.0.1:$port" \
+  CONFAB_DATA_DIR="$WORK/data-$name" \
+  CONFAB_WEB_DIR="$WEB_DIR/dist" \
+  CONFAB_MODEL_PATH="$WORK/no-embedded-model.gguf" \
+  CONFAB_SESSION_SECRET="e2e-session-secret-0123456789abcdef" \
+  OPENAI_API_KEY="sk-e2e-fake" \
+  OPENAI_BASE_URL="http://127.0.0.1:$FAKE_PORT/v1" \
+  OPENAI_MODEL="gpt-4o" \
+  OPENAI_TITLE_MODEL="gpt-4o-mini" \
+  RATE_LIMIT_PER_MINUTE="$rpm" \
+  DAILY_TOKEN_BUDGET=10000000 \
+  MAX_CONCURRENT_STREAMS=20 \
+  LOG_FORMAT=pretty RUST_LOG="${RUST_LOG:-info}" \
+    "$GATEWAY_BIN" > "$OUT/gateway-$name.log" 2>&1 &
+  local pid=$!
+  pids+=("$pid")
+  for _ in $(seq 1 300); do
+    curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && return 0
+    kill -0 "$pid" 2>/dev/null || { log "gateway $name exited; see $OUT/gateway-$name.log"; tail -20 "$OUT/gateway-$name.log" >&2; exit 1; }
+    sleep 0.2
+  done
+  log "gateway $name not healthy after 60 s"; exit 1
+}
 
-for _ in $(seq 1 150); do
-  curl -fsS "http://127.0.0.1:$GW_PORT/health" >/dev/null 2>&1 && break
-  kill -0 "${pids[1]}" 2>/dev/null || { log "gateway exited; see $OUT/gateway.log"; tail -20 "$OUT/gateway.log" >&2; exit 1; }
-  sleep 0.2
-done
-curl -fsS "http://127.0.0.1:$GW_PORT/health" >/dev/null || { log "gateway not healthy"; exit 1; }
-log "gateway on :$GW_PORT, fake OpenAI on :$FAKE_PORT"
+GW_PORT=$(free_port)
+start_gateway main "$GW_PORT" 1000
+LIMITED_PORT=$(free_port)
+start_gateway limited "$LIMITED_PORT" 2
+log "gateways on :$GW_PORT and :$LIMITED_PORT (2 requests/min), fake OpenAI on :$FAKE_PORT"
 
 cd "$E2E_DIR"
-BASE_URL="http://127.0.0.1:$GW_PORT" FAKE_URL="http://127.0.0.1:$FAKE_PORT" \
+BASE_URL="http://127.0.0.1:$GW_PORT" LIMITED_URL="http://127.0.0.1:$LIMITED_PORT" FAKE_URL="http://127.0.0.1:$FAKE_PORT" \
 FIXTURES="$WORK/fixtures" OUT_DIR="$OUT" \
   node --test --test-concurrency=1 --test-reporter=spec ${E2E_FILTER:+--test-name-pattern="$E2E_FILTER"} app.test.mjs
