@@ -3,7 +3,7 @@
 
 use confab_common::testing::{reflection_services, run_to_exit, spawn_service};
 
-const BIN: &str = env!("CARGO_BIN_EXE_confab-ratelimit");
+use crate::BIN;
 
 #[tokio::test]
 async fn serves_health_and_reflection() {
@@ -23,4 +23,20 @@ fn bad_listen_address_exits_64_naming_the_variable() {
     let (code, stderr) = run_to_exit(BIN, &[("CONFAB_ADDR", "not-an-address")]);
     assert_eq!(code, Some(64), "stderr: {stderr}");
     assert!(stderr.contains("CONFAB_ADDR"), "stderr: {stderr}");
+}
+
+#[test]
+fn bad_limits_exit_64_naming_the_variable() {
+    for (var, value) in [
+        ("RATE_LIMIT_PER_MINUTE", "0"),
+        ("RATE_LIMIT_PER_MINUTE", "lots"),
+        ("MAX_CONCURRENT_STREAMS", "-1"),
+        ("DAILY_TOKEN_BUDGET", "0"),
+        ("RATE_LIMIT_FAIL_POLICY", "sometimes"),
+        ("REDIS_URL", "http://not-redis"),
+    ] {
+        let (code, stderr) = run_to_exit(BIN, &[(var, value), ("CONFAB_ADDR", "127.0.0.1:0")]);
+        assert_eq!(code, Some(64), "{var}={value}: stderr: {stderr}");
+        assert!(stderr.contains(var), "{var}={value}: stderr: {stderr}");
+    }
 }

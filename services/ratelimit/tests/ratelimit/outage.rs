@@ -1,0 +1,206 @@
+//! Redis stopped mid-test: the failure policy decides (open: allowed + degraded;
+//! closed: UNAVAILABLE), health shows it, and everything recovers when Redis returns.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use confab_common::server::probe_health;
+use confab_common::testing::{RedisServer, connect, spawn_service, unique_name};
+use confab_proto::ratelimit::v1::AcquireRequest;
+use confab_proto::ratelimit::v1::Subject;
+use confab_proto::ratelimit::v1::rate_limit_service_client::RateLimitServiceClient;
+use confab_proto::service_names::RATELIMIT;
+use confab_ratelimit::{BACKEND_HEALTH_NAME, FailPolicy, Limits, RateLimiter, RedisLimiter};
+use tonic::transport::Channel;
+
+use crate::BIN;
+
+async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn request(user: &str) -> AcquireRequest {
+    AcquireRequest {
+        subject: Some(Subject { key: user.into() }),
+        estimated_tokens: 10,
+        open_stream: true,
+        request_id: String::new(),
+    }
+}
+
+async fn start(
+    policy: &str,
+) -> (
+    RedisServer,
+    confab_common::testing::ChildGuard,
+    SocketAddr,
+    RateLimitServiceClient<Channel>,
+) {
+    let redis = RedisServer::start().await;
+    let (child, addr) = spawn_service(
+        BIN,
+        &[
+            ("REDIS_URL", redis.url()),
+            ("RATE_LIMIT_FAIL_POLICY", policy.to_owned()),
+            ("RATE_LIMIT_PER_MINUTE", "1000".to_owned()),
+        ],
+    )
+    .await;
+    let client = RateLimitServiceClient::new(connect(addr).await);
+    (redis, child, addr, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_open_allows_degraded_then_recovers() {
+    let (mut redis, _child, addr, mut client) = start("open").await;
+    let user = unique_name("user:o");
+    let r = client.acquire(request(&user)).await.unwrap().into_inner();
+    assert!(r.allowed && !r.degraded);
+
+    redis.stop().await;
+    let r = client.acquire(request(&user)).await.unwrap().into_inner();
+    assert!(r.allowed && r.degraded, "{r:?}");
+    assert!(!r.reservation_id.is_empty() && !r.lease_id.is_empty());
+    eventually("backend health NOT_SERVING", || async {
+        !probe_health(addr, BACKEND_HEALTH_NAME).await
+    })
+    .await;
+    assert!(
+        probe_health(addr, RATELIMIT).await,
+        "open policy keeps serving"
+    );
+    assert!(
+        probe_health(addr, "").await,
+        "the process itself is healthy"
+    );
+
+    redis.restart().await;
+    eventually("decisions from Redis again", || {
+        let mut c = client.clone();
+        let user = user.clone();
+        async move {
+            c.acquire(request(&user))
+                .await
+                .is_ok_and(|r| r.get_ref().allowed && !r.get_ref().degraded)
+        }
+    })
+    .await;
+    eventually("backend health SERVING", || async {
+        probe_health(addr, BACKEND_HEALTH_NAME).await
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_closed_refuses_with_unavailable_then_recovers() {
+    let (mut redis, _child, addr, mut client) = start("closed").await;
+    let user = unique_name("user:c");
+    assert!(
+        client
+            .acquire(request(&user))
+            .await
+            .unwrap()
+            .get_ref()
+            .allowed
+    );
+
+    redis.stop().await;
+    let err = client.acquire(request(&user)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert!(
+        err.message().contains("RATE_LIMIT_FAIL_POLICY=closed"),
+        "{}",
+        err.message()
+    );
+    eventually("service NOT_SERVING", || async {
+        !probe_health(addr, RATELIMIT).await && !probe_health(addr, BACKEND_HEALTH_NAME).await
+    })
+    .await;
+    assert!(probe_health(addr, "").await);
+
+    redis.restart().await;
+    eventually("allowed again", || {
+        let mut c = client.clone();
+        let user = user.clone();
+        async move {
+            c.acquire(request(&user))
+                .await
+                .is_ok_and(|r| r.get_ref().allowed)
+        }
+    })
+    .await;
+    eventually("service SERVING", || async {
+        probe_health(addr, RATELIMIT).await
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_errors_are_counted_per_policy() {
+    let mut redis = RedisServer::start().await;
+    let limiter = RedisLimiter::connect(&redis.url(), Limits::default()).unwrap();
+    let domain = Arc::new(RateLimiter::new(Arc::new(limiter), FailPolicy::Open));
+    assert!(
+        domain
+            .acquire("user:m", 1, false, "")
+            .await
+            .unwrap()
+            .decision
+            .allowed()
+    );
+    assert!(domain.backend_ok());
+    redis.stop().await;
+    let out = domain.acquire("user:m", 1, false, "").await.unwrap();
+    assert!(out.degraded && out.decision.allowed());
+    assert!(!domain.backend_ok());
+    assert_eq!(domain.metrics().backend_errors("open"), 1);
+    let text = domain.metrics().encode();
+    assert!(
+        text.contains("confab_ratelimit_backend_errors_total{policy=\"open\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("confab_ratelimit_decisions_total"), "{text}");
+}
+
+#[tokio::test]
+async fn subjects_and_ids_are_validated() {
+    let domain = RateLimiter::new(
+        Arc::new(confab_ratelimit::MemoryLimiter::new(Limits::default())),
+        FailPolicy::Open,
+    );
+    for bad in [
+        "",
+        "bob",
+        "user:",
+        "user:{x}",
+        "user:a b",
+        &format!("user:{}", "a".repeat(200)),
+    ] {
+        let err = domain.acquire(bad, 0, false, "").await.unwrap_err();
+        assert_eq!(
+            tonic::Status::from(err).code(),
+            tonic::Code::InvalidArgument,
+            "{bad:?}"
+        );
+    }
+    for good in ["user:alice@example.com", "ip:2001:db8::1", "ip:203.0.113.9"] {
+        assert!(domain.acquire(good, 0, false, "").await.is_ok(), "{good}");
+    }
+    let err = domain
+        .release("user:a", "not an id!", "", 0)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        tonic::Status::from(err).code(),
+        tonic::Code::InvalidArgument
+    );
+}
