@@ -1,0 +1,780 @@
+//! SQLite store (embedded default): one file in WAL mode, one writer connection and a
+//! small pool of read-only connections, all used from `spawn_blocking` so no query runs
+//! on the async runtime. Search uses an FTS5 table ranked with bm25 and cut with
+//! snippet(); rows carry a hashed owner token so a search only walks its owner's rows.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::anyhow;
+use confab_proto::conversation::v1::{Attachment, ContextPlan, Conversation, Message, TokenUsage};
+use parking_lot::Mutex;
+use prost::Message as _;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+
+use super::{
+    ConversationPatch, ConversationQuery, ConversationStore, ImportItem, MessagePatch,
+    MessageQuery, StoredHit, StoredMessage,
+};
+use crate::error::{ConversationError, Result};
+use crate::search::{MARK_CLOSE, MARK_OPEN};
+
+/// Concurrent readers; WAL lets them run beside the writer.
+const READERS: usize = 4;
+
+/// Schema versions, applied in order at start (tracked in `PRAGMA user_version`).
+const MIGRATIONS: &[&str] = &[
+    // 1: conversations, messages, search index.
+    r#"
+    CREATE TABLE conversations (
+        rid INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        owner TEXT NOT NULL,
+        title TEXT NOT NULL,
+        model TEXT NOT NULL,
+        system_prompt TEXT NOT NULL,
+        pinned INTEGER NOT NULL,
+        title_set INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        message_count INTEGER NOT NULL DEFAULT 0,
+        next_seq INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX conversations_by_activity ON conversations (owner, updated_at DESC, id DESC);
+    CREATE INDEX conversations_pinned_first ON conversations (owner, pinned DESC, updated_at DESC, id DESC);
+    CREATE TABLE messages (
+        rid INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        conversation_rid INTEGER NOT NULL,
+        conversation_id TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        role INTEGER NOT NULL,
+        content TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        attachments BLOB NOT NULL,
+        usage BLOB,
+        model TEXT NOT NULL,
+        context BLOB,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        parent_id TEXT NOT NULL,
+        superseded INTEGER NOT NULL DEFAULT 0,
+        generation_id TEXT NOT NULL,
+        error_message TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX messages_in_order ON messages (conversation_rid, seq);
+    -- Title rows use rowid = -conversations.rid, message rows rowid = messages.rid.
+    CREATE VIRTUAL TABLE search_fts USING fts5(
+        owner_key, title, body, conversation_id UNINDEXED, message_id UNINDEXED,
+        tokenize = 'unicode61'
+    );
+    "#,
+];
+
+const CONV_COLS: &str =
+    "id, title, model, system_prompt, pinned, created_at, updated_at, message_count, title_set";
+const MSG_COLS: &str = "seq, id, conversation_id, role, content, status, attachments, usage, model, \
+     context, created_at, updated_at, parent_id, superseded, generation_id, error_message";
+
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Arc<Mutex<Connection>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    read_permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.pragma_update(None, "cache_size", -16_000)?;
+    Ok(())
+}
+
+fn open_reader(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    configure(&conn)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "conversation database migrated");
+    }
+    Ok(())
+}
+
+/// A stable 64-bit FNV-1a token of the owner, so FTS can filter by owner as a term.
+fn owner_key(owner: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in owner.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("u{h:016x}")
+}
+
+fn encode_attachments(a: &[Attachment]) -> Vec<u8> {
+    let mut buf = Vec::new();
+    for item in a {
+        let _ = item.encode_length_delimited(&mut buf);
+    }
+    buf
+}
+
+fn decode_attachments(mut buf: &[u8]) -> rusqlite::Result<Vec<Attachment>> {
+    let mut out = Vec::new();
+    while !buf.is_empty() {
+        out.push(Attachment::decode_length_delimited(&mut buf).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Blob, e.into())
+        })?);
+    }
+    Ok(out)
+}
+
+fn decode_opt<M: prost::Message + Default>(
+    idx: usize,
+    b: Option<Vec<u8>>,
+) -> rusqlite::Result<Option<M>> {
+    b.map(|b| {
+        M::decode(b.as_slice()).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Blob, e.into())
+        })
+    })
+    .transpose()
+}
+
+fn conversation_from_row(r: &Row<'_>) -> rusqlite::Result<Conversation> {
+    Ok(Conversation {
+        id: r.get(0)?,
+        title: r.get(1)?,
+        model: r.get(2)?,
+        system_prompt: r.get(3)?,
+        pinned: r.get(4)?,
+        created_at_ms: r.get(5)?,
+        updated_at_ms: r.get(6)?,
+        message_count: r.get::<_, i64>(7)?.clamp(0, i64::from(u32::MAX)) as u32,
+        title_set: r.get(8)?,
+    })
+}
+
+fn message_from_row(r: &Row<'_>) -> rusqlite::Result<StoredMessage> {
+    Ok(StoredMessage {
+        seq: r.get(0)?,
+        message: Message {
+            id: r.get(1)?,
+            conversation_id: r.get(2)?,
+            role: r.get(3)?,
+            content: r.get(4)?,
+            status: r.get(5)?,
+            attachments: decode_attachments(&r.get::<_, Vec<u8>>(6)?)?,
+            usage: decode_opt::<TokenUsage>(7, r.get(7)?)?,
+            model: r.get(8)?,
+            context: decode_opt::<ContextPlan>(9, r.get(9)?)?,
+            created_at_ms: r.get(10)?,
+            updated_at_ms: r.get(11)?,
+            parent_id: r.get(12)?,
+            superseded: r.get(13)?,
+            generation_id: r.get(14)?,
+            error_message: r.get(15)?,
+        },
+    })
+}
+
+fn conversation_rid(conn: &Connection, owner: &str, id: &str) -> rusqlite::Result<Option<i64>> {
+    conn.query_row(
+        "SELECT rid FROM conversations WHERE id = ?1 AND owner = ?2",
+        params![id, owner],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+fn get_conversation(
+    conn: &Connection,
+    owner: &str,
+    id: &str,
+) -> rusqlite::Result<Option<Conversation>> {
+    conn.prepare_cached(&format!(
+        "SELECT {CONV_COLS} FROM conversations WHERE id = ?1 AND owner = ?2"
+    ))?
+    .query_row(params![id, owner], conversation_from_row)
+    .optional()
+}
+
+fn get_message(
+    conn: &Connection,
+    owner: &str,
+    conversation_id: &str,
+    message_id: &str,
+) -> rusqlite::Result<Option<(i64, StoredMessage)>> {
+    conn.prepare_cached(&format!(
+        "SELECT {MSG_COLS}, rid FROM messages WHERE id = ?1 AND conversation_id = ?2 AND owner = ?3"
+    ))?
+    .query_row(params![message_id, conversation_id, owner], |r| {
+        Ok((r.get(16)?, message_from_row(r)?))
+    })
+    .optional()
+}
+
+fn index_title(
+    conn: &Connection,
+    owner: &str,
+    rid: i64,
+    id: &str,
+    title: &str,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM search_fts WHERE rowid = ?1")?
+        .execute([-rid])?;
+    if !title.is_empty() {
+        conn.prepare_cached(
+            "INSERT INTO search_fts (rowid, owner_key, title, body, conversation_id, message_id) \
+             VALUES (?1, ?2, ?3, '', ?4, '')",
+        )?
+        .execute(params![-rid, owner_key(owner), title, id])?;
+    }
+    Ok(())
+}
+
+fn index_message(conn: &Connection, owner: &str, rid: i64, m: &Message) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM search_fts WHERE rowid = ?1")?
+        .execute([rid])?;
+    if !m.content.is_empty() && !m.superseded {
+        conn.prepare_cached(
+            "INSERT INTO search_fts (rowid, owner_key, title, body, conversation_id, message_id) \
+             VALUES (?1, ?2, '', ?3, ?4, ?5)",
+        )?
+        .execute(params![
+            rid,
+            owner_key(owner),
+            m.content,
+            m.conversation_id,
+            m.id
+        ])?;
+    }
+    Ok(())
+}
+
+fn insert_message(
+    conn: &Connection,
+    owner: &str,
+    conv_rid: i64,
+    seq: i64,
+    m: &Message,
+) -> rusqlite::Result<i64> {
+    conn.prepare_cached(
+        "INSERT INTO messages (id, conversation_rid, conversation_id, owner, seq, role, content, \
+         status, attachments, usage, model, context, created_at, updated_at, parent_id, \
+         superseded, generation_id, error_message) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+    )?
+    .execute(params![
+        m.id,
+        conv_rid,
+        m.conversation_id,
+        owner,
+        seq,
+        m.role,
+        m.content,
+        m.status,
+        encode_attachments(&m.attachments),
+        m.usage.as_ref().map(|u| u.encode_to_vec()),
+        m.model,
+        m.context.as_ref().map(|c| c.encode_to_vec()),
+        m.created_at_ms,
+        m.updated_at_ms,
+        m.parent_id,
+        m.superseded,
+        m.generation_id,
+        m.error_message,
+    ])?;
+    let rid = conn.last_insert_rowid();
+    index_message(conn, owner, rid, m)?;
+    Ok(rid)
+}
+
+fn insert_conversation(
+    conn: &Connection,
+    owner: &str,
+    c: &Conversation,
+    next_seq: i64,
+) -> rusqlite::Result<i64> {
+    conn.prepare_cached(
+        "INSERT INTO conversations (id, owner, title, model, system_prompt, pinned, title_set, \
+         created_at, updated_at, message_count, next_seq) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?
+    .execute(params![
+        c.id,
+        owner,
+        c.title,
+        c.model,
+        c.system_prompt,
+        c.pinned,
+        c.title_set,
+        c.created_at_ms,
+        c.updated_at_ms,
+        c.message_count,
+        next_seq
+    ])?;
+    let rid = conn.last_insert_rowid();
+    index_title(conn, owner, rid, &c.id, &c.title)?;
+    Ok(rid)
+}
+
+fn join_err(e: tokio::task::JoinError) -> ConversationError {
+    ConversationError::storage(anyhow!("sqlite task failed: {e}"))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and applies migrations.
+    pub async fn open(path: impl Into<PathBuf>) -> Result<Self> {
+        let path = path.into();
+        let p = path.clone();
+        let writer = tokio::task::spawn_blocking(move || -> Result<Connection> {
+            let mut conn = Connection::open(&p)?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            configure(&conn)?;
+            migrate(&mut conn)?;
+            Ok(conn)
+        })
+        .await
+        .map_err(join_err)??;
+        Ok(Self {
+            path,
+            writer: Arc::new(Mutex::new(writer)),
+            readers: Arc::new(Mutex::new(Vec::new())),
+            read_permits: Arc::new(tokio::sync::Semaphore::new(READERS)),
+        })
+    }
+
+    async fn write<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<R> + Send + 'static,
+    {
+        let writer = self.writer.clone();
+        tokio::task::spawn_blocking(move || f(&mut writer.lock()))
+            .await
+            .map_err(join_err)?
+    }
+
+    async fn read<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R> + Send + 'static,
+    {
+        let permit = self
+            .read_permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| ConversationError::storage(anyhow!(e)))?;
+        let pool = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let pooled = pool.lock().pop();
+            let conn = match pooled {
+                Some(c) => c,
+                None => open_reader(&path)?,
+            };
+            let out = f(&conn);
+            pool.lock().push(conn);
+            out
+        })
+        .await
+        .map_err(join_err)?
+    }
+}
+
+#[async_trait::async_trait]
+impl ConversationStore for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn create_conversation(&self, owner: &str, c: Conversation) -> Result<()> {
+        let owner = owner.to_owned();
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            insert_conversation(&tx, &owner, &c, 0)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_conversations(
+        &self,
+        owner: &str,
+        q: &ConversationQuery,
+    ) -> Result<Vec<Conversation>> {
+        let owner = owner.to_owned();
+        let q = q.clone();
+        self.read(move |conn| {
+            let order = if q.pinned_first {
+                "ORDER BY pinned DESC, updated_at DESC, id DESC"
+            } else {
+                "ORDER BY updated_at DESC, id DESC"
+            };
+            let rows = match (&q.after, q.pinned_first) {
+                (None, _) => {
+                    let sql = format!(
+                        "SELECT {CONV_COLS} FROM conversations WHERE owner = ?1 {order} LIMIT ?2"
+                    );
+                    conn.prepare_cached(&sql)?
+                        .query_map(params![owner, q.limit], conversation_from_row)?
+                        .collect::<rusqlite::Result<Vec<_>>>()?
+                }
+                (Some(c), false) => {
+                    let sql = format!(
+                        "SELECT {CONV_COLS} FROM conversations WHERE owner = ?1 \
+                         AND (updated_at, id) < (?2, ?3) {order} LIMIT ?4"
+                    );
+                    conn.prepare_cached(&sql)?
+                        .query_map(
+                            params![owner, c.updated_at_ms, c.id, q.limit],
+                            conversation_from_row,
+                        )?
+                        .collect::<rusqlite::Result<Vec<_>>>()?
+                }
+                (Some(c), true) => {
+                    let sql = format!(
+                        "SELECT {CONV_COLS} FROM conversations WHERE owner = ?1 \
+                         AND (pinned, updated_at, id) < (?2, ?3, ?4) {order} LIMIT ?5"
+                    );
+                    conn.prepare_cached(&sql)?
+                        .query_map(
+                            params![owner, c.pinned, c.updated_at_ms, c.id, q.limit],
+                            conversation_from_row,
+                        )?
+                        .collect::<rusqlite::Result<Vec<_>>>()?
+                }
+            };
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn get_conversation(&self, owner: &str, id: &str) -> Result<Option<Conversation>> {
+        let (owner, id) = (owner.to_owned(), id.to_owned());
+        self.read(move |conn| Ok(get_conversation(conn, &owner, &id)?))
+            .await
+    }
+
+    async fn update_conversation(
+        &self,
+        owner: &str,
+        id: &str,
+        patch: &ConversationPatch,
+    ) -> Result<Option<Conversation>> {
+        let (owner, id, p) = (owner.to_owned(), id.to_owned(), patch.clone());
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            let Some(rid) = conversation_rid(&tx, &owner, &id)? else {
+                return Ok(None);
+            };
+            tx.execute(
+                "UPDATE conversations SET \
+                 title = COALESCE(?2, title), title_set = CASE WHEN ?2 IS NULL THEN title_set ELSE 1 END, \
+                 model = COALESCE(?3, model), system_prompt = COALESCE(?4, system_prompt), \
+                 pinned = COALESCE(?5, pinned), updated_at = MAX(updated_at, COALESCE(?6, updated_at)) \
+                 WHERE rid = ?1",
+                params![rid, p.title, p.model, p.system_prompt, p.pinned, p.touch_at_ms],
+            )?;
+            if let Some(title) = &p.title {
+                index_title(&tx, &owner, rid, &id, title)?;
+            }
+            let c = get_conversation(&tx, &owner, &id)?;
+            tx.commit()?;
+            Ok(c)
+        })
+        .await
+    }
+
+    async fn delete_conversation(&self, owner: &str, id: &str) -> Result<Option<Vec<String>>> {
+        let (owner, id) = (owner.to_owned(), id.to_owned());
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            let Some(rid) = conversation_rid(&tx, &owner, &id)? else {
+                return Ok(None);
+            };
+            let blobs = tx
+                .prepare("SELECT attachments FROM messages WHERE conversation_rid = ?1 AND length(attachments) > 0 ORDER BY seq")?
+                .query_map([rid], |r| r.get::<_, Vec<u8>>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut attachments = Vec::new();
+            for b in blobs {
+                attachments.extend(decode_attachments(&b)?);
+            }
+            tx.execute(
+                "DELETE FROM search_fts WHERE rowid IN (SELECT rid FROM messages WHERE conversation_rid = ?1)",
+                [rid],
+            )?;
+            tx.execute("DELETE FROM search_fts WHERE rowid = ?1", [-rid])?;
+            tx.execute("DELETE FROM messages WHERE conversation_rid = ?1", [rid])?;
+            tx.execute("DELETE FROM conversations WHERE rid = ?1", [rid])?;
+            tx.commit()?;
+            Ok(Some(super::file_ids(&attachments)))
+        })
+        .await
+    }
+
+    async fn list_messages(
+        &self,
+        owner: &str,
+        conversation_id: &str,
+        q: &MessageQuery,
+    ) -> Result<Option<Vec<StoredMessage>>> {
+        let (owner, cid, q) = (owner.to_owned(), conversation_id.to_owned(), q.clone());
+        self.read(move |conn| {
+            let Some(rid) = conversation_rid(conn, &owner, &cid)? else {
+                return Ok(None);
+            };
+            let (cmp, order) = if q.newest_first { ("<", "DESC") } else { (">", "ASC") };
+            let after = q.after_seq.unwrap_or(if q.newest_first { i64::MAX } else { -1 });
+            let hidden = if q.include_superseded { "" } else { "AND superseded = 0" };
+            let sql = format!(
+                "SELECT {MSG_COLS} FROM messages WHERE conversation_rid = ?1 AND seq {cmp} ?2 {hidden} \
+                 ORDER BY seq {order} LIMIT ?3"
+            );
+            let rows = conn
+                .prepare_cached(&sql)?
+                .query_map(params![rid, after, q.limit], message_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(Some(rows))
+        })
+        .await
+    }
+
+    async fn get_message(
+        &self,
+        owner: &str,
+        conversation_id: &str,
+        message_id: &str,
+    ) -> Result<Option<Message>> {
+        let (owner, cid, mid) = (
+            owner.to_owned(),
+            conversation_id.to_owned(),
+            message_id.to_owned(),
+        );
+        self.read(move |conn| Ok(get_message(conn, &owner, &cid, &mid)?.map(|(_, m)| m.message)))
+            .await
+    }
+
+    async fn append_message(&self, owner: &str, m: Message) -> Result<Option<Message>> {
+        let owner = owner.to_owned();
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            let Some((rid, seq)): Option<(i64, i64)> = tx
+                .query_row(
+                    "SELECT rid, next_seq FROM conversations WHERE id = ?1 AND owner = ?2",
+                    params![m.conversation_id, owner],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            insert_message(&tx, &owner, rid, seq, &m)?;
+            tx.execute(
+                "UPDATE conversations SET next_seq = next_seq + 1, message_count = message_count + 1, \
+                 updated_at = MAX(updated_at, ?2) WHERE rid = ?1",
+                params![rid, m.created_at_ms],
+            )?;
+            tx.commit()?;
+            Ok(Some(m))
+        })
+        .await
+    }
+
+    async fn update_message(
+        &self,
+        owner: &str,
+        conversation_id: &str,
+        message_id: &str,
+        patch: &MessagePatch,
+    ) -> Result<Option<Message>> {
+        let (owner, cid, mid, p) = (
+            owner.to_owned(),
+            conversation_id.to_owned(),
+            message_id.to_owned(),
+            patch.clone(),
+        );
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            let Some((rid, stored)) = get_message(&tx, &owner, &cid, &mid)? else {
+                return Ok(None);
+            };
+            let mut m = stored.message;
+            let content_changed = p.content.as_ref().is_some_and(|c| *c != m.content);
+            if let Some(c) = p.content {
+                m.content = c;
+            }
+            if let Some(s) = p.status {
+                m.status = s;
+            }
+            if p.usage.is_some() {
+                m.usage = p.usage;
+            }
+            if p.context.is_some() {
+                m.context = p.context;
+            }
+            if let Some(model) = p.model {
+                m.model = model;
+            }
+            if let Some(e) = p.error_message {
+                m.error_message = e;
+            }
+            m.updated_at_ms = m.updated_at_ms.max(p.updated_at_ms);
+            tx.execute(
+                "UPDATE messages SET content = ?2, status = ?3, usage = ?4, context = ?5, model = ?6, \
+                 error_message = ?7, updated_at = ?8 WHERE rid = ?1",
+                params![
+                    rid,
+                    m.content,
+                    m.status,
+                    m.usage.as_ref().map(|u| u.encode_to_vec()),
+                    m.context.as_ref().map(|c| c.encode_to_vec()),
+                    m.model,
+                    m.error_message,
+                    m.updated_at_ms
+                ],
+            )?;
+            if content_changed {
+                index_message(&tx, &owner, rid, &m)?;
+            }
+            tx.commit()?;
+            Ok(Some(m))
+        })
+        .await
+    }
+
+    async fn supersede_messages(
+        &self,
+        owner: &str,
+        conversation_id: &str,
+        from_message_id: &str,
+        inclusive: bool,
+        now_ms: i64,
+    ) -> Result<Option<Vec<String>>> {
+        let (owner, cid, mid) = (
+            owner.to_owned(),
+            conversation_id.to_owned(),
+            from_message_id.to_owned(),
+        );
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            let Some((_, from)) = get_message(&tx, &owner, &cid, &mid)? else {
+                return Ok(None);
+            };
+            let Some(conv_rid) = conversation_rid(&tx, &owner, &cid)? else {
+                return Ok(None);
+            };
+            let first = if inclusive { from.seq } else { from.seq + 1 };
+            let marked = tx
+                .prepare(
+                    "UPDATE messages SET superseded = 1, updated_at = MAX(updated_at, ?3) \
+                     WHERE conversation_rid = ?1 AND seq >= ?2 AND superseded = 0 RETURNING rid, id, seq",
+                )?
+                .query_map(params![conv_rid, first, now_ms], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut marked = marked;
+            marked.sort_by_key(|m| m.2);
+            for (rid, _, _) in &marked {
+                tx.prepare_cached("DELETE FROM search_fts WHERE rowid = ?1")?
+                    .execute([rid])?;
+            }
+            tx.commit()?;
+            Ok(Some(marked.into_iter().map(|m| m.1).collect()))
+        })
+        .await
+    }
+
+    async fn search(&self, owner: &str, terms: &[String], limit: u32) -> Result<Vec<StoredHit>> {
+        let owner = owner.to_owned();
+        let words: Vec<String> = terms
+            .iter()
+            .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
+            .collect();
+        let expr = format!(
+            "owner_key : \"{}\" AND {{title body}} : ({})",
+            owner_key(&owner),
+            words.join(" AND ")
+        );
+        let open = MARK_OPEN.to_string();
+        let close = MARK_CLOSE.to_string();
+        self.read(move |conn| {
+            // One hit per conversation: walk the best rows until `limit` conversations.
+            let mut stmt = conn.prepare_cached(
+                "SELECT conversation_id, message_id, snippet(search_fts, CASE WHEN message_id = '' THEN 1 ELSE 2 END, ?2, ?3, '…', 24), \
+                 bm25(search_fts, 0.0, 4.0, 1.0) AS r \
+                 FROM search_fts WHERE search_fts MATCH ?1 ORDER BY r LIMIT ?4",
+            )?;
+            let fetch = i64::from(limit) * 8 + 32;
+            let mut rows = stmt.query(params![expr, open, close, fetch])?;
+            let mut best: Vec<(String, String, String, f64)> = Vec::new();
+            while let Some(r) = rows.next()? {
+                let cid: String = r.get(0)?;
+                if best.iter().any(|b| b.0 == cid) {
+                    continue;
+                }
+                best.push((cid, r.get(1)?, r.get(2)?, -r.get::<_, f64>(3)?));
+                if best.len() >= limit as usize {
+                    break;
+                }
+            }
+            drop(rows);
+            let mut hits = Vec::with_capacity(best.len());
+            for (cid, mid, snippet, score) in best {
+                // The owner check is exact here; the owner token only narrows the search.
+                if let Some(conversation) = get_conversation(conn, &owner, &cid)? {
+                    hits.push(StoredHit { conversation, message_id: mid, snippet, score });
+                }
+            }
+            Ok(hits)
+        })
+        .await
+    }
+
+    async fn import(&self, owner: &str, items: Vec<ImportItem>) -> Result<()> {
+        let owner = owner.to_owned();
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            for item in &items {
+                let rid = insert_conversation(
+                    &tx,
+                    &owner,
+                    &item.conversation,
+                    item.messages.len() as i64,
+                )?;
+                for (seq, m) in item.messages.iter().enumerate() {
+                    insert_message(&tx, &owner, rid, seq as i64, m)?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+}
