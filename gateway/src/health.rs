@@ -1,0 +1,167 @@
+//! `/health`: the gateway, each upstream service (whose own gRPC health reflects its
+//! store), and Redis. 200 when everything needed is serving, 503 otherwise — the ALB
+//! health check. Results are cached briefly so a busy checker cannot amplify load.
+
+use std::time::{Duration, Instant};
+
+use confab_common::{GrpcChannel, Shutdown};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+const CACHE_FOR: Duration = Duration::from_millis(500);
+
+/// One backend service as the gateway reaches it.
+#[derive(Clone)]
+pub struct Upstream {
+    /// Short name: chat, conversation, files, ratelimit.
+    pub name: &'static str,
+    /// Fully-qualified gRPC service name.
+    pub service: &'static str,
+    pub channel: GrpcChannel,
+    /// `Some` when remote; `None` when it runs in this process.
+    pub url: Option<String>,
+}
+
+pub struct HealthState {
+    pub upstreams: Vec<Upstream>,
+    pub redis_url: Option<String>,
+    pub redis_required: bool,
+    pub shutdown: Shutdown,
+    probes: Vec<Option<tonic::transport::Channel>>,
+    cache: tokio::sync::Mutex<Option<(Instant, bool, Value)>>,
+}
+
+impl HealthState {
+    pub fn new(
+        upstreams: Vec<Upstream>,
+        redis_url: Option<String>,
+        redis_required: bool,
+        shutdown: Shutdown,
+    ) -> Self {
+        let probes = upstreams
+            .iter()
+            .map(|u| u.url.as_deref().and_then(probe_channel))
+            .collect();
+        Self {
+            probes,
+            upstreams,
+            redis_url,
+            redis_required,
+            shutdown,
+            cache: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// (healthy, JSON body).
+    pub async fn check(&self) -> (bool, Value) {
+        let mut cache = self.cache.lock().await;
+        if let Some((at, ok, body)) = &*cache
+            && at.elapsed() < CACHE_FOR
+        {
+            return (*ok, body.clone());
+        }
+        let draining = self.shutdown.is_triggered();
+        let checks = futures::future::join_all(
+            self.upstreams
+                .iter()
+                .zip(&self.probes)
+                .map(|(u, p)| check_upstream(u, p.clone())),
+        )
+        .await;
+        let mut ok = !draining;
+        let mut services = serde_json::Map::new();
+        for (u, status) in self.upstreams.iter().zip(checks) {
+            ok &= status == "serving";
+            services.insert(
+                u.name.to_owned(),
+                json!({
+                    "mode": if u.url.is_some() { "remote" } else { "in_process" },
+                    "url": u.url,
+                    "status": status,
+                }),
+            );
+        }
+        let redis = match &self.redis_url {
+            None => json!({ "configured": false }),
+            Some(url) => {
+                let status = redis_ping(url).await;
+                if status != "serving" && self.redis_required {
+                    ok = false;
+                }
+                json!({ "configured": true, "status": status, "required": self.redis_required })
+            }
+        };
+        let body = json!({
+            "status": if ok { "serving" } else { "not_serving" },
+            "gateway": if draining { "draining" } else { "serving" },
+            "services": services,
+            "redis": redis,
+        });
+        *cache = Some((Instant::now(), ok, body.clone()));
+        (ok, body)
+    }
+}
+
+/// A plain tonic channel for probing a remote upstream (the shared boxed channel trips a
+/// higher-ranked lifetime limitation of rustc inside `Send` futures).
+fn probe_channel(url: &str) -> Option<tonic::transport::Channel> {
+    tonic::transport::Endpoint::from_shared(url.to_owned())
+        .ok()
+        .map(|e| e.connect_timeout(CHECK_TIMEOUT).connect_lazy())
+}
+
+async fn check_upstream(u: &Upstream, probe: Option<tonic::transport::Channel>) -> &'static str {
+    if u.url.is_none() {
+        // In this process: it is up when we are.
+        return "serving";
+    }
+    let Some(channel) = probe else {
+        return "bad_url";
+    };
+    let mut client = HealthClient::new(channel);
+    let call = client.check(HealthCheckRequest {
+        service: u.service.to_owned(),
+    });
+    match tokio::time::timeout(CHECK_TIMEOUT, call).await {
+        Ok(Ok(r)) if r.get_ref().status == ServingStatus::Serving as i32 => "serving",
+        Ok(Ok(_)) => "not_serving",
+        Ok(Err(s)) if s.code() == tonic::Code::NotFound => "unknown_service",
+        _ => "unreachable",
+    }
+}
+
+/// `redis://[user:pass@]host[:port][/db]` → PING. An auth error still means "up".
+async fn redis_ping(url: &str) -> &'static str {
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return "bad_url";
+    };
+    let Some(host) = uri.host() else {
+        return "bad_url";
+    };
+    let port = uri.port_u16().unwrap_or(6379);
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let ping = async move {
+        let mut s = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+        if uri.scheme_str() == Some("rediss") {
+            // TLS: a completed TCP handshake is the best we can say without a TLS client.
+            return Ok::<_, std::io::Error>(true);
+        }
+        s.write_all(b"*1\r\n$4\r\nPING\r\n").await?;
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).await?;
+        Ok(buf[..n].starts_with(b"+PONG") || buf[..n].starts_with(b"-NOAUTH"))
+    };
+    match tokio::time::timeout(CHECK_TIMEOUT, ping).await {
+        Ok(Ok(true)) => "serving",
+        Ok(Ok(false)) => "not_serving",
+        _ => "unreachable",
+    }
+}
