@@ -14,6 +14,7 @@ use confab_proto::files::v1::{
 use confab_web_core::errors::{UiError, describe_failure};
 use confab_web_core::sequence::{AnswerStatus, Applied, LiveAnswer, StoredTail, StreamEvent, reattach_target};
 use confab_web_core::upload::{LocalKind, Upload, precheck};
+use dioxus::core::spawn_forever;
 use dioxus::prelude::*;
 use tonic::Status;
 
@@ -280,7 +281,7 @@ pub fn search_input(mut s: AppState, q: String) {
         s.search_results.set(None);
         return;
     }
-    let task = spawn(async move {
+    let task = spawn_forever(async move {
         api::sleep_ms(250).await;
         let r = call(|t| {
             let query = q.clone();
@@ -397,11 +398,13 @@ fn sync_live(mut s: AppState, live: &LiveAnswer) {
 }
 
 /// Starts a streaming call and renders its events; the task is kept so Stop can end it.
+/// Tasks live in the root scope (`spawn_forever`): the component that started them (e.g.
+/// the answer being regenerated) may be unmounted while they run.
 pub fn start_stream(mut s: AppState, call_kind: StreamCall, mut live: LiveAnswer) {
     s.generation_id.set(live.generation_id.clone());
     s.scroll.write().resume();
     sync_live(s, &live);
-    let task = spawn(async move {
+    let task = spawn_forever(async move {
         let mut call_kind = call_kind;
         let mut resumed = false;
         loop {
@@ -665,7 +668,7 @@ pub fn edit_and_resend(mut s: AppState, message_id: String, content: String) {
 pub fn stop(s: AppState) {
     let Some(running) = *s.running.peek() else { return };
     let gid = s.generation_id.peek().clone();
-    spawn(async move {
+    spawn_forever(async move {
         let mut s = s;
         let asked = if gid.is_empty() {
             false
@@ -724,7 +727,7 @@ pub fn add_files(mut s: AppState, files: Vec<dioxus::html::FileData>) {
         };
         s.pending.write().push(PendingFile { local_id, upload, mime: mime.clone(), preview_url: None });
         if ok {
-            spawn(async move { upload_file(s, local_id, file).await });
+            spawn_forever(async move { upload_file(s, local_id, file).await });
         }
     }
 }

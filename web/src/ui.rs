@@ -7,6 +7,7 @@ use confab_web_core::markdown;
 use confab_web_core::snippet::segments;
 use confab_web_core::upload::{LocalKind, Phase};
 use dioxus::html::HasFileData;
+use dioxus::core::spawn_forever;
 use dioxus::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::closure::Closure;
@@ -74,7 +75,7 @@ pub fn App() -> Element {
     let s = use_context_provider(AppState::new);
     use_hook(move || {
         install_document_listeners();
-        spawn(actions::bootstrap(s));
+        spawn_forever(actions::bootstrap(s));
     });
     let drawer = if (s.drawer_open)() { "app drawer-open" } else { "app" };
     rsx! {
@@ -154,7 +155,7 @@ fn Sidebar() -> Element {
                         if let Some(el) = api::element("conv-list")
                             && el.scroll_top() + el.client_height() >= el.scroll_height() - 80
                         {
-                            spawn(actions::load_conversations(s, false));
+                            spawn_forever(actions::load_conversations(s, false));
                         }
                     },
                     if convs.is_empty() && !loading {
@@ -168,7 +169,7 @@ fn Sidebar() -> Element {
                             class: "btn ghost load-more",
                             "data-testid": "load-more",
                             disabled: loading,
-                            onclick: move |_| { spawn(actions::load_conversations(s, false)); },
+                            onclick: move |_| { spawn_forever(actions::load_conversations(s, false)); },
                             if loading { "Loading…" } else { "Load more" }
                         }
                     }
@@ -194,7 +195,7 @@ fn SearchResult(hit: SearchHit) -> Element {
             "data-message-id": "{hit.message_id}",
             onclick: move |_| {
                 let (c, m) = (cid.clone(), mid.clone());
-                spawn(actions::open_search_hit(s, c, m));
+                spawn_forever(actions::open_search_hit(s, c, m));
             },
             div { class: "hit-title", "{title}" }
             div { class: "hit-snippet", "data-testid": "search-snippet",
@@ -251,7 +252,7 @@ fn ConversationItem(conv: Conversation, active: bool) -> Element {
                     title: "{title}",
                     onclick: move |_| {
                         s.focus_message.set(None);
-                        spawn(actions::open_conversation(s, id3.clone()));
+                        spawn_forever(actions::open_conversation(s, id3.clone()));
                     },
                     if pinned {
                         span { class: "pin", "★ " }
@@ -264,7 +265,7 @@ fn ConversationItem(conv: Conversation, active: bool) -> Element {
                         class: "icon",
                         title: if pinned { "Unpin" } else { "Pin" },
                         "data-testid": "pin-conversation",
-                        onclick: move |_| { spawn(actions::set_pinned(s, id4.clone(), !pinned)); },
+                        onclick: move |_| { spawn_forever(actions::set_pinned(s, id4.clone(), !pinned)); },
                         if pinned { "★" } else { "☆" }
                     }
                     button {
@@ -291,7 +292,7 @@ fn save_rename(s: AppState, mut renaming: Signal<Option<String>>, id: String) {
     let t = renaming.peek().clone().unwrap_or_default();
     renaming.set(None);
     if !t.trim().is_empty() {
-        spawn(actions::rename(s, id, t.trim().to_string()));
+        spawn_forever(actions::rename(s, id, t.trim().to_string()));
     }
 }
 
@@ -357,7 +358,7 @@ fn ChatHeader() -> Element {
                         s.selected_model.set(m.clone());
                         let cid = s.current_id();
                         if !cid.is_empty() {
-                            spawn(actions::update_conversation(s, confab_proto::conversation::v1::UpdateConversationRequest {
+                            spawn_forever(actions::update_conversation(s, confab_proto::conversation::v1::UpdateConversationRequest {
                                 conversation_id: cid,
                                 model: Some(m),
                                 ..Default::default()
@@ -399,7 +400,7 @@ fn MessageList() -> Element {
     use_effect(move || {
         let _ = s.messages.read();
         let focus = s.focus_message.read().clone();
-        spawn(async move {
+        spawn_forever(async move {
             api::sleep_ms(0).await;
             let Some(list) = api::element("messages") else { return };
             if let Some(mid) = focus {
@@ -588,7 +589,7 @@ fn SentAttachment(att: Attachment) -> Element {
         use_hook({
             let fid = fid.clone();
             move || {
-                spawn(actions::load_thumbnail(s, fid));
+                spawn_forever(actions::load_thumbnail(s, fid));
             }
         });
         let url = s.thumbnails.read().get(&fid).cloned().unwrap_or_default();
@@ -799,7 +800,7 @@ fn Modals() -> Element {
                             "data-testid": "confirm-delete",
                             onclick: move |_| {
                                 s.confirm_delete.set(None);
-                                spawn(actions::delete(s, c.id.clone()));
+                                spawn_forever(actions::delete(s, c.id.clone()));
                             },
                             "Delete"
                         }
@@ -845,7 +846,7 @@ fn SystemPromptDialog() -> Element {
                             if cid.is_empty() {
                                 s.draft_system_prompt.set(t);
                             } else {
-                                spawn(actions::update_conversation(s, confab_proto::conversation::v1::UpdateConversationRequest {
+                                spawn_forever(actions::update_conversation(s, confab_proto::conversation::v1::UpdateConversationRequest {
                                     conversation_id: cid,
                                     system_prompt: Some(t),
                                     ..Default::default()
