@@ -317,6 +317,19 @@ pub async fn run(launch: Launch, config: Config) -> anyhow::Result<()> {
         limits = ?config.limits,
         "rate limits"
     );
+    let metrics_task = match launch.server.metrics_addr {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on CONFAB_METRICS_ADDR {addr}: {e}"))?;
+            tracing::info!(%addr, "serving /metrics");
+            Some(tokio::spawn(metrics::serve(
+                listener,
+                domain.metrics().clone(),
+            )))
+        }
+        None => None,
+    };
     let monitor = tokio::spawn(monitor_backend(domain, server.health_reporter()));
     let result = server
         .serve(
@@ -326,6 +339,9 @@ pub async fn run(launch: Launch, config: Config) -> anyhow::Result<()> {
         )
         .await;
     monitor.abort();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     result?;
     Ok(())
 }

@@ -8,13 +8,22 @@ use confab_telemetry::metrics_names::{RATELIMIT_BACKEND_ERRORS_TOTAL, RATELIMIT_
 
 type Labels = Vec<(&'static str, &'static str)>;
 
+/// Counters; clones share them.
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
     decisions: Family<Labels, Counter>,
     backend_errors: Family<Labels, Counter>,
 }
 
+static GLOBAL: std::sync::LazyLock<Metrics> = std::sync::LazyLock::new(Metrics::default);
+
 impl Metrics {
+    /// The process-wide counters every `RateLimiter` counts into by default (the
+    /// embedding gateway adds them to its registry with [`Metrics::register`]).
+    pub fn global() -> Metrics {
+        GLOBAL.clone()
+    }
+
     pub fn decision(&self, allowed: bool, limit: &'static str) {
         let result = if allowed { "allowed" } else { "denied" };
         self.decisions
@@ -56,5 +65,48 @@ impl Metrics {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         out
+    }
+}
+
+/// Serves `GET /metrics` (Prometheus text) on `listener` until the task is dropped;
+/// for `CONFAB_METRICS_ADDR` on the standalone binary.
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Metrics) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let mut len = 0;
+            // Read the request head (bounded), answer, close.
+            while len < buf.len() {
+                match tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    stream.read(&mut buf[len..]),
+                )
+                .await
+                {
+                    Ok(Ok(n)) if n > 0 => len += n,
+                    _ => return,
+                }
+                if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            let head = String::from_utf8_lossy(&buf[..len]);
+            let (status, body) = if head.starts_with("GET /metrics ") {
+                ("200 OK", metrics.encode())
+            } else {
+                ("404 Not Found", "only GET /metrics here\n".to_owned())
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
     }
 }

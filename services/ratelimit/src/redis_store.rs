@@ -17,6 +17,8 @@ use crate::limiter::{
 /// 6 daily tokens, 7 lease ttl ms, 8 reservation ttl ms, 9 released retention ms, 10.. op args.
 /// Reply: {allowed, denied_kind, retry_ms, remaining, req_reset_ms, streams, used, reserved, now_ms, renewed}.
 pub const SCRIPT: &str = r#"
+-- effects replication, so TIME before writes is allowed (default since Redis 5)
+if redis.replicate_commands then redis.replicate_commands() end
 local op = ARGV[1]
 local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2]) + tonumber(ARGV[2]) * 1000

@@ -125,9 +125,15 @@ impl RateLimiter {
         Self {
             limiter,
             policy,
-            metrics: Metrics::default(),
+            metrics: Metrics::global(),
             backend_ok: AtomicBool::new(true),
         }
+    }
+
+    /// Counts into `metrics` instead of the process-wide counters (tests).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     pub fn limits(&self) -> &Limits {

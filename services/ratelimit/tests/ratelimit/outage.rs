@@ -148,7 +148,10 @@ async fn fail_closed_refuses_with_unavailable_then_recovers() {
 async fn backend_errors_are_counted_per_policy() {
     let mut redis = RedisServer::start().await;
     let limiter = RedisLimiter::connect(&redis.url(), Limits::default()).unwrap();
-    let domain = Arc::new(RateLimiter::new(Arc::new(limiter), FailPolicy::Open));
+    let domain = Arc::new(
+        RateLimiter::new(Arc::new(limiter), FailPolicy::Open)
+            .with_metrics(confab_ratelimit::metrics::Metrics::default()),
+    );
     assert!(
         domain
             .acquire("user:m", 1, false, "")
