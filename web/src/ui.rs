@@ -549,7 +549,7 @@ fn MessageView(msg: UiMessage, is_last: bool, streaming: bool) -> Element {
                             api::copy_text(&content);
                             copied.set(true);
                         },
-                        if copied() { "✓" } else { "⧉" }
+                        if copied() { "✓" } else { CopyIcon {} }
                     }
                     if can_edit {
                         button { class: "icon", title: "Edit", "data-testid": "edit-message", onclick: move |_| editing.set(Some(msg.content.clone())), "✎" }
@@ -937,6 +937,16 @@ fn ImageIcon() -> Element {
         svg { width: "18", height: "18", view_box: "0 0 24 24", fill: "none", stroke: "currentColor", stroke_width: "2", stroke_linejoin: "round",
             rect { x: "3", y: "4", width: "18", height: "16", rx: "2" }
             path { d: "M3 17l5-5 4 4 3-3 6 6" }
+        }
+    }
+}
+
+#[component]
+fn CopyIcon() -> Element {
+    rsx! {
+        svg { width: "15", height: "15", view_box: "0 0 24 24", fill: "none", stroke: "currentColor", stroke_width: "2", stroke_linejoin: "round",
+            rect { x: "9", y: "9", width: "12", height: "12", rx: "2" }
+            path { d: "M5 15H4a1 1 0 0 1-1-1V4a1 1 0 0 1 1-1h10a1 1 0 0 1 1 1v1" }
         }
     }
 }
