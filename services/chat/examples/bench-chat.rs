@@ -119,13 +119,18 @@ async fn main() {
     let svc = ChatServiceImpl::with_deps(config, deps).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(ChatServiceServer::new(svc))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-            .await
-            .unwrap()
-    });
+    // The production server (health, reflection, trace spans, TCP_NODELAY).
+    let server = confab_common::server::GrpcServer::new(
+        tonic::service::Routes::new(ChatServiceServer::new(svc)),
+        &[confab_proto::service_names::CHAT],
+    )
+    .await
+    .unwrap();
+    tokio::spawn(server.serve(
+        listener,
+        confab_common::Shutdown::new(),
+        Duration::from_secs(1),
+    ));
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .tcp_nodelay(true)

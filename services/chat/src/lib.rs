@@ -145,7 +145,11 @@ impl ChatDeps {
         let conversation = match &c.conversation_url {
             Some(u) => remote("CONFAB_CONVERSATION_URL", u)?,
             None => in_process(
-                confab_conversation::server(confab_conversation::Config::from_env()?).await?,
+                confab_conversation::server_with_files(
+                    confab_conversation::Config::from_env()?,
+                    Some(files.clone()),
+                )
+                .await?,
             ),
         };
         Ok(Self {

@@ -3,6 +3,7 @@
 
 mod embedded;
 mod fakes;
+mod real;
 mod upstream;
 
 use std::net::SocketAddr;
@@ -45,15 +46,20 @@ pub fn openai_config(upstream: &FakeUpstream) -> OpenAiConfig {
     o
 }
 
+/// Chat behind the production server (health, reflection, trace spans, TCP_NODELAY).
 async fn serve_chat(svc: ChatServiceImpl) -> SocketAddr {
     let (listener, addr) = confab_common::testing::local_listener().await;
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(ChatServiceServer::new(svc))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-            .await
-            .unwrap()
-    });
+    let server = confab_common::server::GrpcServer::new(
+        tonic::service::Routes::new(ChatServiceServer::new(svc)),
+        &[confab_proto::service_names::CHAT],
+    )
+    .await
+    .unwrap();
+    tokio::spawn(server.serve(
+        listener,
+        confab_common::Shutdown::new(),
+        Duration::from_secs(1),
+    ));
     addr
 }
 
