@@ -2,8 +2,10 @@
 //! created at start. Search does not use `$text` (MongoDB-wire test servers refuse it,
 //! and Atlas needs a separate Search index): every document carries `terms`, its
 //! distinct lowercased words (the same tokenizer the queries use), under a multikey
-//! index `(owner, terms)`. A query fetches the documents holding every query word
-//! (at most [`CANDIDATES`] messages), ranks them in Rust with BM25 and cuts a snippet.
+//! index `(owner, terms)`. A query fetches the documents holding its most specific
+//! word (at most [`CANDIDATES`] per collection), keeps those holding every word, ranks
+//! them in Rust with BM25 and cuts a snippet. Queries use only shapes the MongoDB-wire
+//! test server plans on an index (equality on the indexed fields); Atlas runs them too.
 
 use std::collections::HashMap;
 
@@ -23,7 +25,7 @@ use crate::search;
 
 /// Matching messages ranked per query; beyond this the most relevant of the first
 /// [`CANDIDATES`] found win (bounded work for very common words).
-pub const CANDIDATES: i64 = 500;
+pub const CANDIDATES: i64 = 1000;
 const TITLE_WEIGHT: f64 = 4.0;
 
 #[derive(Debug, Clone)]
@@ -235,11 +237,25 @@ impl MongoStore {
         Ok(())
     }
 
-    async fn exists(&self, owner: &str, id: &str) -> Result<bool> {
+    /// Reads filter on `_id` alone (every server plans it on the primary index) and
+    /// check the owner here.
+    async fn conversation_doc(
+        &self,
+        owner: &str,
+        id: &str,
+        projection: Document,
+    ) -> Result<Option<Document>> {
         Ok(self
             .conversations
-            .find_one(doc! {"_id": id, "owner": owner})
-            .projection(doc! {"_id": 1})
+            .find_one(doc! {"_id": id})
+            .projection(projection)
+            .await?
+            .filter(|d| d.get_str("owner") == Ok(owner)))
+    }
+
+    async fn exists(&self, owner: &str, id: &str) -> Result<bool> {
+        Ok(self
+            .conversation_doc(owner, id, doc! {"_id": 1, "owner": 1})
             .await?
             .is_some())
     }
@@ -251,9 +267,10 @@ impl MongoStore {
         mid: &str,
     ) -> Result<Option<StoredMessage>> {
         self.messages
-            .find_one(doc! {"_id": mid, "conversation_id": cid, "owner": owner})
+            .find_one(doc! {"_id": mid})
             .projection(no_terms())
             .await?
+            .filter(|d| d.get_str("owner") == Ok(owner) && d.get_str("conversation_id") == Ok(cid))
             .map(|d| message_from(&d))
             .transpose()
     }
@@ -317,9 +334,7 @@ impl ConversationStore for MongoStore {
 
     async fn get_conversation(&self, owner: &str, id: &str) -> Result<Option<Conversation>> {
         Ok(self
-            .conversations
-            .find_one(doc! {"_id": id, "owner": owner})
-            .projection(no_terms())
+            .conversation_doc(owner, id, no_terms())
             .await?
             .map(|d| conversation_from(&d)))
     }
@@ -397,29 +412,39 @@ impl ConversationStore for MongoStore {
         if !self.exists(owner, conversation_id).await? {
             return Ok(None);
         }
-        let mut filter = doc! {"conversation_id": conversation_id, "owner": owner};
-        if let Some(after) = q.after_seq {
-            let mut range = Document::new();
-            range.insert(if q.newest_first { "$lt" } else { "$gt" }, after);
-            filter.insert("seq", range);
-        }
-        if !q.include_superseded {
-            filter.insert("superseded", false);
-        }
+        // Filter on the index fields only; superseded messages are skipped here, reading
+        // on until the page is full.
         let direction: i32 = if q.newest_first { -1 } else { 1 };
-        let docs: Vec<Document> = self
-            .messages
-            .find(filter)
-            .sort(doc! {"seq": direction})
-            .limit(i64::from(q.limit))
-            .projection(no_terms())
-            .await?
-            .try_collect()
-            .await?;
-        docs.iter()
-            .map(message_from)
-            .collect::<Result<Vec<_>>>()
-            .map(Some)
+        let mut after = q.after_seq;
+        let mut out = Vec::new();
+        loop {
+            let mut filter = doc! {"conversation_id": conversation_id};
+            if let Some(after) = after {
+                let mut range = Document::new();
+                range.insert(if q.newest_first { "$lt" } else { "$gt" }, after);
+                filter.insert("seq", range);
+            }
+            let docs: Vec<Document> = self
+                .messages
+                .find(filter)
+                .sort(doc! {"seq": direction})
+                .limit(i64::from(q.limit))
+                .projection(no_terms())
+                .await?
+                .try_collect()
+                .await?;
+            let full = docs.len() as u32 == q.limit;
+            for d in &docs {
+                let m = message_from(d)?;
+                after = Some(m.seq);
+                if (q.include_superseded || !m.message.superseded) && out.len() < q.limit as usize {
+                    out.push(m);
+                }
+            }
+            if !full || out.len() >= q.limit as usize {
+                return Ok(Some(out));
+            }
+        }
     }
 
     async fn get_message(
@@ -544,10 +569,18 @@ impl ConversationStore for MongoStore {
     }
 
     async fn search(&self, owner: &str, terms: &[String], limit: u32) -> Result<Vec<StoredHit>> {
+        // The index drives on one word (equality on the multikey index: the one query
+        // shape every server plans well); the other words and `superseded` are checked
+        // here. The longest word is taken as the most specific.
+        let driver = terms
+            .iter()
+            .max_by_key(|t| (t.chars().count(), std::cmp::Reverse(t.as_str())))
+            .cloned()
+            .unwrap_or_default();
         let (titles, messages) = tokio::try_join!(
             async {
                 self.conversations
-                    .find(doc! {"owner": owner, "terms": {"$all": terms.to_vec()}})
+                    .find(doc! {"owner": owner, "terms": &driver})
                     .projection(no_terms())
                     .limit(CANDIDATES)
                     .await?
@@ -556,14 +589,25 @@ impl ConversationStore for MongoStore {
             },
             async {
                 self.messages
-                    .find(doc! {"owner": owner, "terms": {"$all": terms.to_vec()}, "superseded": false})
-                    .projection(doc! {"_id": 1, "conversation_id": 1, "content": 1})
+                    .find(doc! {"owner": owner, "terms": &driver})
+                    .projection(
+                        doc! {"_id": 1, "conversation_id": 1, "content": 1, "superseded": 1},
+                    )
                     .limit(CANDIDATES)
                     .await?
                     .try_collect::<Vec<Document>>()
                     .await
             }
         )?;
+        let titles: Vec<&Document> = titles
+            .iter()
+            .filter(|d| search::matches_all(d.get_str("title").unwrap_or_default(), terms))
+            .collect();
+        let messages: Vec<&Document> = messages
+            .iter()
+            .filter(|d| !flag(d, "superseded"))
+            .filter(|d| search::matches_all(d.get_str("content").unwrap_or_default(), terms))
+            .collect();
         // conversation id → (message id, text, score); the best per conversation.
         let mut best: HashMap<String, (String, String, f64)> = HashMap::new();
         let mut keep = |cid: String, mid: String, body: String, score: f64| {
@@ -575,7 +619,7 @@ impl ConversationStore for MongoStore {
             }
         };
         let mut convs: HashMap<String, Conversation> = HashMap::new();
-        for d in &titles {
+        for d in titles {
             let c = conversation_from(d);
             let s = TITLE_WEIGHT * search::score(&c.title, terms, 8.0);
             keep(c.id.clone(), String::new(), c.title.clone(), s);
