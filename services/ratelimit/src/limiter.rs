@@ -153,6 +153,8 @@ pub enum BackendError {
     Redis(#[from] redis::RedisError),
     #[error("redis did not answer within {0:?}")]
     Timeout(Duration),
+    #[error("backend unreachable (failed recently; retried in the background)")]
+    Down,
     #[error("unexpected reply from the rate-limit script: {0}")]
     Protocol(String),
 }

@@ -2,7 +2,7 @@
 //! when the backend is unreachable, counts decisions. Never sees `tonic::Request`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use confab_common::{ErrorCode, ServiceError};
 
@@ -118,6 +118,19 @@ pub struct RateLimiter {
     policy: FailPolicy,
     metrics: Metrics,
     backend_ok: AtomicBool,
+    /// Unix ms of the last call let through to a backend known to be down.
+    last_probe_ms: AtomicI64,
+}
+
+/// While the backend is down, one call per this interval still tries it (half-open);
+/// the others are decided at once by the policy instead of waiting for a timeout.
+const PROBE_INTERVAL_MS: i64 = 500;
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
 }
 
 impl RateLimiter {
@@ -127,6 +140,7 @@ impl RateLimiter {
             policy,
             metrics: Metrics::global(),
             backend_ok: AtomicBool::new(true),
+            last_probe_ms: AtomicI64::new(0),
         }
     }
 
@@ -157,6 +171,27 @@ impl RateLimiter {
         ok
     }
 
+    /// Calls the backend unless it is known to be down and another call probed it
+    /// less than `PROBE_INTERVAL_MS` ago.
+    async fn call<'a, T>(
+        &'a self,
+        f: impl std::future::Future<Output = Result<T, BackendError>> + 'a,
+    ) -> Result<T, BackendError> {
+        if !self.backend_ok() {
+            let now = unix_ms();
+            let last = self.last_probe_ms.load(Ordering::Relaxed);
+            if now - last < PROBE_INTERVAL_MS
+                || self
+                    .last_probe_ms
+                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+            {
+                return Err(BackendError::Down);
+            }
+        }
+        f.await
+    }
+
     /// Ok(None): the backend failed and the policy is open.
     fn on_backend<T>(
         &self,
@@ -183,11 +218,7 @@ impl RateLimiter {
     }
 
     fn degraded_usage(&self) -> Usage {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or_default();
-        Usage::fresh(self.limits(), now)
+        Usage::fresh(self.limits(), unix_ms())
     }
 
     #[tracing::instrument(skip(self), fields(allowed))]
@@ -205,7 +236,7 @@ impl RateLimiter {
             estimated_tokens,
             open_stream,
         };
-        let result = self.limiter.acquire(subject, &params).await;
+        let result = self.call(self.limiter.acquire(subject, &params)).await;
         let (decision, degraded) = match self.on_backend("acquire", result)? {
             Some(d) => (d, false),
             None => (
@@ -245,8 +276,10 @@ impl RateLimiter {
         validate_id("reservation_id", reservation_id)?;
         validate_id("lease_id", lease_id)?;
         let result = self
-            .limiter
-            .release(subject, reservation_id, lease_id, actual_tokens)
+            .call(
+                self.limiter
+                    .release(subject, reservation_id, lease_id, actual_tokens),
+            )
             .await;
         Ok(match self.on_backend("release", result)? {
             Some(usage) => UsageOutcome {
@@ -268,13 +301,13 @@ impl RateLimiter {
         if lease_id.is_empty() {
             return Err(RateLimitError::InvalidId { field: "lease_id" });
         }
-        let result = self.limiter.renew(subject, lease_id).await;
+        let result = self.call(self.limiter.renew(subject, lease_id)).await;
         Ok(self.on_backend("renew", result)?.unwrap_or(true))
     }
 
     pub async fn usage(&self, subject: &str) -> Result<UsageOutcome, RateLimitError> {
         validate_subject(subject)?;
-        let result = self.limiter.usage(subject).await;
+        let result = self.call(self.limiter.usage(subject)).await;
         Ok(match self.on_backend("quota", result)? {
             Some(usage) => UsageOutcome {
                 usage,

@@ -166,11 +166,38 @@ async fn backend_errors_are_counted_per_policy() {
     assert!(out.degraded && out.decision.allowed());
     assert!(!domain.backend_ok());
     assert_eq!(domain.metrics().backend_errors("open"), 1);
+    // While it is down, calls are decided at once (no waiting on Redis each time).
+    let started = std::time::Instant::now();
+    for _ in 0..5 {
+        assert!(
+            domain
+                .acquire("user:m", 1, false, "")
+                .await
+                .unwrap()
+                .degraded
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(domain.metrics().backend_errors("open"), 6);
     let text = domain.metrics().encode();
     assert!(
-        text.contains("confab_ratelimit_backend_errors_total{policy=\"open\"} 1"),
+        text.contains("confab_ratelimit_backend_errors_total{policy=\"open\"} 6"),
         "{text}"
     );
+    // Back: the next probe (at most 500 ms later) succeeds and decisions use Redis again.
+    redis.restart().await;
+    eventually("Redis decisions again", || {
+        let domain = domain.clone();
+        async move {
+            !domain
+                .acquire("user:m", 1, false, "")
+                .await
+                .unwrap()
+                .degraded
+        }
+    })
+    .await;
+    assert!(domain.backend_ok());
     assert!(text.contains("confab_ratelimit_decisions_total"), "{text}");
 }
 

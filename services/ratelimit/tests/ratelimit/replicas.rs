@@ -61,7 +61,7 @@ async fn limits_hold_across_replicas_sharing_redis() {
         ("RATE_LIMIT_PER_MINUTE", "10".to_owned()),
         ("MAX_CONCURRENT_STREAMS", "3".to_owned()),
         ("DAILY_TOKEN_BUDGET", "1000".to_owned()),
-        ("RATE_LIMIT_LEASE_TTL_SECS", "4".to_owned()),
+        ("RATE_LIMIT_LEASE_TTL_SECS", "6".to_owned()),
     ];
     let (mut a_proc, a_addr) = spawn_service(BIN, &env).await;
     let (_b_proc, b_addr) = spawn_service(BIN, &env).await;
@@ -109,7 +109,7 @@ async fn limits_hold_across_replicas_sharing_redis() {
     assert!(
         granted
             .iter()
-            .all(|r| !r.lease_id.is_empty() && r.lease_ttl_seconds == 4)
+            .all(|r| !r.lease_id.is_empty() && r.lease_ttl_seconds == 6)
     );
     let denied = rs.iter().find(|r| !r.allowed).unwrap();
     assert_eq!(denied.denied_by, LimitKind::ConcurrentStreams as i32);
