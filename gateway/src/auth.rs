@@ -22,8 +22,6 @@ use crate::config::{EdgeConfig, JwksSource, MIN_SECRET_BYTES, OidcConfig};
 pub const SESSION_PREFIX: &str = "cs1.";
 /// Anonymous user ids: `anon-` + 32 hex chars.
 pub const ANON_PREFIX: &str = "anon-";
-/// Unknown `kid`s trigger at most one JWKS refetch per this interval.
-const JWKS_MIN_REFETCH: Duration = Duration::from_secs(30);
 /// Keys are refreshed at least this often (rotation).
 const JWKS_MAX_AGE: Duration = Duration::from_secs(3600);
 const CLOCK_LEEWAY_SECS: u64 = 30;
@@ -318,7 +316,7 @@ impl OidcVerifier {
             }
             cache
                 .fetched_at
-                .is_none_or(|t| t.elapsed() >= JWKS_MIN_REFETCH)
+                .is_none_or(|t| t.elapsed() >= self.config.min_refetch)
         };
         if due && let Err(e) = self.refresh().await {
             tracing::warn!(error = %e, "OIDC JWKS refresh failed; keeping the old keys");

@@ -17,6 +17,12 @@ pub struct OidcConfig {
     pub issuer: String,
     pub audience: String,
     pub jwks: JwksSource,
+    /// An unknown `kid` triggers at most one JWKS refetch per this interval.
+    pub min_refetch: Duration,
+}
+
+impl OidcConfig {
+    pub const DEFAULT_MIN_REFETCH: Duration = Duration::from_secs(30);
 }
 
 /// Which browser origins may call the gateway.
@@ -139,6 +145,7 @@ impl EdgeConfig {
                     (_, Some(u)) => JwksSource::Url(u),
                     _ => unreachable!("checked above"),
                 },
+                min_refetch: OidcConfig::DEFAULT_MIN_REFETCH,
             }),
         };
         let cors = match env_opt("CORS_ORIGINS")? {

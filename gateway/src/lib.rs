@@ -152,10 +152,13 @@ impl Upstreams {
                 "conversation",
                 service_names::CONVERSATION,
                 channel::in_process(
-                    confab_conversation::server(match c {
-                        Some(c) => c.clone(),
-                        None => confab_conversation::Config::from_env()?,
-                    })
+                    confab_conversation::server_with_files(
+                        match c {
+                            Some(c) => c.clone(),
+                            None => confab_conversation::Config::from_env()?,
+                        },
+                        Some(files.channel.clone()),
+                    )
                     .await?,
                 ),
             ),
@@ -166,10 +169,17 @@ impl Upstreams {
                 "chat",
                 service_names::CHAT,
                 channel::in_process(
-                    confab_chat::server(match c {
-                        Some(c) => c.clone(),
-                        None => confab_chat::Config::from_env()?,
-                    })
+                    confab_chat::server_with_deps(
+                        match c {
+                            Some(c) => c.clone(),
+                            None => confab_chat::Config::from_env()?,
+                        },
+                        confab_chat::ChatDeps {
+                            conversation: conversation.channel.clone(),
+                            files: files.channel.clone(),
+                            ratelimit: ratelimit.channel.clone(),
+                        },
+                    )
                     .await?,
                 ),
             ),
