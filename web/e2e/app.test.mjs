@@ -348,3 +348,52 @@ test('rate limited: the error says when to try again', async (t) => {
     assert.match(await page.locator('[data-testid=composer-input]').inputValue(), /message number/);
   }
 });
+
+test('model picker and per-conversation system prompt reach the model', async (t) => {
+  const page = await open(t);
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid=model-picker] option').length > 0, null, { timeout: T });
+  const models = await page.locator('[data-testid=model-picker] option').allInnerTexts();
+  assert.ok(models.some((m) => /gpt-4o/.test(m)), `models: ${models}`);
+  await page.locator('[data-testid=system-prompt-button]').click();
+  await page.locator('[data-testid=system-prompt-input]').fill('You are a pirate. Always say arr.');
+  await page.locator('[data-testid=system-prompt-save]').click();
+  await send(page, 'hello with a system prompt');
+  await waitAssistantStatus(page, 'complete');
+  let body = await fake('/__last');
+  assert.equal(body.model, 'gpt-4o');
+  assert.match(JSON.stringify(body.messages[0]), /pirate/, 'system prompt sent first');
+  // Change it for this (now existing) conversation; the next call uses the new one.
+  await page.locator('[data-testid=system-prompt-button]').click();
+  assert.match(await page.locator('[data-testid=system-prompt-input]').inputValue(), /pirate/);
+  await page.locator('[data-testid=system-prompt-input]').fill('You are a poet.');
+  await page.locator('[data-testid=system-prompt-save]').click();
+  await page.waitForTimeout(300);
+  await send(page, 'second message');
+  await waitAssistantStatus(page, 'complete');
+  body = await fake('/__last');
+  assert.match(JSON.stringify(body.messages[0]), /poet/);
+});
+
+test('auto-scroll follows the stream and pauses when the user scrolls up', async (t) => {
+  const page = await open(t, { width: 1000, height: 420 });
+  await send(page, 'TABLE one');
+  await waitAssistantStatus(page, 'complete');
+  await send(page, 'SLOW long answer');
+  await page.waitForFunction(() => /word3/.test([...document.querySelectorAll('[data-testid=message][data-role=assistant]')].pop()?.textContent || ''), null, { timeout: T });
+  const atBottom = () => page.evaluate(() => {
+    const m = document.getElementById('messages');
+    return m.scrollHeight - m.scrollTop - m.clientHeight < 60;
+  });
+  assert.equal(await atBottom(), true, 'follows while streaming');
+  await page.locator('[data-testid=messages]').hover();
+  await page.mouse.wheel(0, -2000);
+  await page.waitForSelector('[data-testid=jump-to-latest]', { timeout: 5000 });
+  const top = await page.evaluate(() => document.getElementById('messages').scrollTop);
+  await page.waitForTimeout(800); // more tokens arrive
+  assert.equal(await page.evaluate(() => document.getElementById('messages').scrollTop), top, 'stays where the user scrolled');
+  await page.locator('[data-testid=jump-to-latest]').click();
+  await page.waitForTimeout(500);
+  assert.equal(await atBottom(), true, 'follows again after "jump to latest"');
+  await page.keyboard.press('Escape');
+  await waitAssistantStatus(page, 'stopped');
+});
