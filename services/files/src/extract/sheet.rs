@@ -140,7 +140,7 @@ pub fn extract_xlsx(data: &[u8], limits: &Limits) -> Result<(Vec<ExtractedPart>,
     let mut warnings = Vec::new();
     for name in names {
         limits.check_time()?;
-        let mut grid = Grid::new(limits.max_sheet_rows + 1);
+        let mut grid = Grid::new(limits.max_sheet_rows.saturating_add(1));
         let mut reader = match wb.worksheet_cells_reader(&name) {
             Ok(r) => r,
             Err(e) => {
@@ -217,7 +217,7 @@ pub fn extract_csv(
         .has_headers(false)
         .flexible(true)
         .from_reader(data);
-    let mut grid = Grid::new(limits.max_sheet_rows + 1);
+    let mut grid = Grid::new(limits.max_sheet_rows.saturating_add(1));
     let mut record = csv::ByteRecord::new();
     let mut row = 0u32;
     loop {
