@@ -203,6 +203,21 @@ test('unsupported and oversize files are refused before upload', async (t) => {
   assert.match(text, /not supported/);
   assert.match(text, /the limit is 10\.0 MB/);
   assert.equal(await page.locator('[data-testid=send-button]').isDisabled(), true);
+  // Drag-and-drop onto the composer works like the picker.
+  const dataTransfer = await page.evaluateHandle(() => {
+    const dt = new DataTransfer();
+    dt.items.add(new File(['dropped notes about lighthouses'], 'dropped.txt', { type: 'text/plain' }));
+    return dt;
+  });
+  await page.dispatchEvent('[data-testid=composer]', 'dragover', { dataTransfer });
+  await page.dispatchEvent('[data-testid=composer]', 'drop', { dataTransfer });
+  await page.waitForSelector('[data-testid=attachment-chip][data-name="dropped.txt"][data-state=ready]', { timeout: T });
+  const failedChips = page.locator('[data-testid=attachment-chip][data-state=failed]');
+  while (await failedChips.count()) await failedChips.first().locator('[data-testid=remove-attachment]').click();
+  assert.equal(await page.locator('[data-testid=attachment-chip]').count(), 1);
+  await send(page, 'what is in the dropped file?');
+  await waitAssistantStatus(page, 'complete');
+  assert.match(JSON.stringify((await fake('/__last')).messages), /lighthouses/);
 });
 
 test('search finds an old message and opens it', async (t) => {
