@@ -73,12 +73,10 @@ impl Generation {
 
     fn events_after(&self, after: u64) -> (Vec<ChatEvent>, bool) {
         let inner = self.inner.lock();
-        let out = inner
-            .events
-            .iter()
-            .filter(|e| e.sequence > after)
-            .cloned()
-            .collect();
+        // Sequences are contiguous: skip straight to the first one after `after`.
+        let first = inner.events.front().map_or(1, |e| e.sequence);
+        let skip = (after.saturating_add(1).saturating_sub(first)) as usize;
+        let out = inner.events.iter().skip(skip).cloned().collect();
         (out, inner.finished)
     }
 

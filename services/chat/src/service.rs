@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use crate::channel::Channel;
 use crate::context::{self, FileInput, HistoryMessage, Plan, PlanInput, TextPart};
 use crate::error::ChatError;
+use crate::provider::ModelStream;
 use crate::provider::{
     Finish, ModelEvent, ModelProvider, ModelRequest, ModelSpec, PromptMessage, ProviderError, Role,
     Usage,
@@ -189,11 +190,17 @@ pub struct Chat {
 /// What the user asked for in this turn.
 struct Ask {
     content: String,
-    file_ids: Vec<String>,
+    files: AttachedFiles,
     /// Set when an existing user message is answered again (regenerate).
     existing_user_message: Option<conv::Message>,
     /// For edit-and-resend: the original message.
     parent_id: String,
+}
+
+#[derive(Default)]
+struct AttachedFiles {
+    attachments: Vec<conv::Attachment>,
+    inputs: Vec<FileInput>,
 }
 
 /// A turn ready to stream.
@@ -208,6 +215,16 @@ pub struct Turn {
     lease: Lease,
     created: bool,
     title_from: Option<String>,
+    upstream: AbortOnDrop<Result<ModelStream, ProviderError>>,
+}
+
+/// A spawned task that is aborted when its handle is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 struct Lease {
@@ -249,18 +266,25 @@ impl Chat {
         req: chat::SendMessageRequest,
     ) -> Result<Arc<Generation>, ChatError> {
         validate_content(&req.content, &req.file_ids)?;
-        let (conversation, created) = if req.conversation_id.is_empty() {
-            (None, true)
-        } else {
-            (
-                Some(self.get_conversation(id, &req.conversation_id).await?),
-                false,
-            )
+        let created = req.conversation_id.is_empty();
+        // The quota decision and the conversation load run together.
+        let (_, estimate_spec) = self.providers.resolve(&req.model)?;
+        let load = async {
+            if created {
+                Ok(None)
+            } else {
+                self.get_conversation(id, &req.conversation_id)
+                    .await
+                    .map(Some)
+            }
         };
-        let model = pick_model(&req.model, conversation.as_ref());
-        let (provider, spec) = self.providers.resolve(&model)?;
-        let lease = self.acquire(id, &req.content, &spec).await?;
+        let (conversation, lease) =
+            tokio::join!(load, self.acquire(id, &req.content, &estimate_spec));
+        let lease = lease?;
         let result = async {
+            let conversation = conversation?;
+            let model = pick_model(&req.model, conversation.as_ref());
+            let (provider, spec) = self.providers.resolve(&model)?;
             let conversation = match conversation {
                 Some(c) => c,
                 None => conv_create(
@@ -274,11 +298,21 @@ impl Chat {
                 .await
                 .map_err(ChatError::downstream("conversation"))?,
             };
-            let history = self.history(id, &conversation.id).await?;
+            let (history, files) = tokio::join!(
+                async {
+                    if created {
+                        Ok(Vec::new())
+                    } else {
+                        self.history(id, &conversation.id).await
+                    }
+                },
+                self.fetch_files(id, &req.file_ids, spec.vision)
+            );
+            let history = history?;
             let first = !conversation.title_set && history.is_empty();
             let ask = Ask {
                 content: req.content.clone(),
-                file_ids: req.file_ids.clone(),
+                files: files?,
                 existing_user_message: None,
                 parent_id: String::new(),
             };
@@ -318,10 +352,12 @@ impl Chat {
         history.truncate(pos);
         let model = pick_model(&req.model, Some(&conversation));
         let (provider, spec) = self.providers.resolve(&model)?;
+        let file_ids: Vec<String> = user.attachments.iter().map(|a| a.file_id.clone()).collect();
+        let files = self.fetch_files(id, &file_ids, spec.vision).await?;
         let lease = self.acquire(id, &user.content, &spec).await?;
         let ask = Ask {
             content: user.content.clone(),
-            file_ids: user.attachments.iter().map(|a| a.file_id.clone()).collect(),
+            files,
             existing_user_message: Some(user.clone()),
             parent_id: String::new(),
         };
@@ -362,10 +398,11 @@ impl Chat {
         history.truncate(pos);
         let model = pick_model(&req.model, Some(&conversation));
         let (provider, spec) = self.providers.resolve(&model)?;
+        let files = self.fetch_files(id, &req.file_ids, spec.vision).await?;
         let lease = self.acquire(id, &req.content, &spec).await?;
         let ask = Ask {
             content: req.content.clone(),
-            file_ids: req.file_ids.clone(),
+            files,
             existing_user_message: None,
             parent_id: req.message_id.clone(),
         };
@@ -593,6 +630,54 @@ impl Chat {
         }
     }
 
+    /// Files → attachment metadata and planner input (NOT_FOUND for unknown ids).
+    async fn fetch_files(
+        &self,
+        id: &Identity,
+        file_ids: &[String],
+        vision: bool,
+    ) -> Result<AttachedFiles, ChatError> {
+        let mut out = AttachedFiles::default();
+        if file_ids.is_empty() {
+            return Ok(out);
+        }
+        let parts = files_prompt_parts(
+            self.files.clone(),
+            id.request(files::GetPromptPartsRequest {
+                file_ids: file_ids.to_vec(),
+                include_images: vision,
+                max_image_side: 0,
+            }),
+        )
+        .await
+        .map_err(ChatError::downstream("files"))?;
+        for f in parts.files {
+            let info = f.file.unwrap_or_default();
+            let is_image = info.kind == files::FileKind::Image as i32;
+            out.attachments.push(conv::Attachment {
+                file_id: info.id.clone(),
+                filename: info.filename.clone(),
+                mime_type: info.mime_type.clone(),
+                size_bytes: info.size_bytes,
+                is_image,
+            });
+            out.inputs.push(FileInput {
+                file_id: info.id,
+                filename: info.filename,
+                text_parts: f
+                    .text_parts
+                    .into_iter()
+                    .map(|p| TextPart {
+                        label: p.label,
+                        text: p.text,
+                    })
+                    .collect(),
+                image: is_image.then(|| f.image.map(|i| i.data_url).unwrap_or_default()),
+            });
+        }
+        Ok(out)
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn prepare(
         &self,
@@ -606,46 +691,10 @@ impl Chat {
         supersede: Option<(String, bool)>,
         first_exchange: bool,
     ) -> Result<PreparedTurn, ChatError> {
-        // Files → attachments (metadata) and planner input.
-        let mut attachments = Vec::new();
-        let mut file_inputs = Vec::new();
-        if !ask.file_ids.is_empty() {
-            let parts = files_prompt_parts(
-                self.files.clone(),
-                id.request(files::GetPromptPartsRequest {
-                    file_ids: ask.file_ids.clone(),
-                    include_images: spec.vision,
-                    max_image_side: 0,
-                }),
-            )
-            .await
-            .map_err(ChatError::downstream("files"))?;
-            for f in parts.files {
-                let info = f.file.unwrap_or_default();
-                let is_image = info.kind == files::FileKind::Image as i32;
-                attachments.push(conv::Attachment {
-                    file_id: info.id.clone(),
-                    filename: info.filename.clone(),
-                    mime_type: info.mime_type.clone(),
-                    size_bytes: info.size_bytes,
-                    is_image,
-                });
-                file_inputs.push(FileInput {
-                    file_id: info.id,
-                    filename: info.filename,
-                    text_parts: f
-                        .text_parts
-                        .into_iter()
-                        .map(|p| TextPart {
-                            label: p.label,
-                            text: p.text,
-                        })
-                        .collect(),
-                    image: is_image.then(|| f.image.map(|i| i.data_url).unwrap_or_default()),
-                });
-            }
-        }
-
+        let AttachedFiles {
+            attachments,
+            inputs: file_inputs,
+        } = ask.files;
         provider.prepare(&spec.id).await?;
         let system_prompt = conversation.system_prompt.clone();
         let input = PlanInput {
@@ -703,6 +752,16 @@ impl Chat {
         if let Some(last) = plan.context.messages.last_mut() {
             last.message_id.clone_from(&user_message.id);
         }
+        // The user message is stored: the model call starts while the answer's row is created.
+        let upstream = {
+            let provider = provider.clone();
+            let request = ModelRequest {
+                model: spec.id.clone(),
+                messages: plan.messages.clone(),
+                max_output_tokens: plan.max_output_tokens,
+            };
+            AbortOnDrop(tokio::spawn(async move { provider.stream(request).await }))
+        };
         let generation_id = uuid::Uuid::now_v7().to_string();
         let assistant = conv_append(
             self.conversation.clone(),
@@ -730,6 +789,7 @@ impl Chat {
             generation_id,
             created,
             title_from: first_exchange.then_some(ask.content),
+            upstream,
         })
     }
 
@@ -760,7 +820,7 @@ impl Chat {
         g
     }
 
-    async fn run(self: &Arc<Self>, turn: Turn, g: &Generation) {
+    async fn run(self: &Arc<Self>, mut turn: Turn, g: &Generation) {
         let id = &turn.identity;
         let title_task = turn.title_from.clone().map(|text| {
             let provider = turn.provider.clone();
@@ -778,11 +838,6 @@ impl Chat {
             text.push_str(&note);
         }
 
-        let request = ModelRequest {
-            model: turn.spec.id.clone(),
-            messages: turn.plan.messages.clone(),
-            max_output_tokens: turn.plan.max_output_tokens,
-        };
         let mut usage: Option<Usage> = None;
         let mut finish = Finish::Stop;
         let mut stopped = false;
@@ -794,8 +849,11 @@ impl Chat {
 
         let stream = tokio::select! {
             _ = g.cancel.cancelled() => None,
-            s = turn.provider.stream(request) => Some(s),
+            s = &mut turn.upstream.0 => Some(s.unwrap_or_else(|e| {
+                Err(ProviderError::Internal(format!("model call panicked: {e}")))
+            })),
         };
+        turn.upstream.0.abort();
         match stream {
             None => stopped = true,
             Some(Err(e)) => failure = Some(e),
@@ -963,6 +1021,7 @@ impl Chat {
 }
 
 struct PreparedTurn {
+    upstream: AbortOnDrop<Result<ModelStream, ProviderError>>,
     identity: Identity,
     conversation_id: String,
     provider: Arc<dyn ModelProvider>,
@@ -989,6 +1048,7 @@ impl PreparedTurn {
                 lease,
                 created: self.created,
                 title_from: self.title_from,
+                upstream: self.upstream,
             },
             self.generation_id,
         )

@@ -125,6 +125,9 @@ impl OpenAiProvider {
             .pool_idle_timeout(Duration::from_secs(90))
             .build()
             .map_err(|e| ProviderError::Internal(format!("HTTP client: {e}")))?;
+        // Loading a BPE table takes a moment: do it now, not on the first request.
+        let warm = config.model.clone();
+        std::thread::spawn(move || crate::tokens::tiktoken_count(&warm, "warm up"));
         let name = config.provider_name();
         let models = config.models.clone().unwrap_or_else(|| {
             let mut v = vec![model_spec(name, &config.model)];
