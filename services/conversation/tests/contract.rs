@@ -60,6 +60,7 @@ contract!(
     isolation_on_every_operation,
     bad_input_is_invalid_argument,
     export_markdown_and_json,
+    concurrent_appends_get_distinct_positions,
 );
 
 fn alice() -> Identity {
@@ -1045,5 +1046,34 @@ async fn export_markdown_and_json(svc: &Conversations) {
     assert_eq!(
         v["messages"][1]["content"],
         "Borrowing lends access without moving."
+    );
+}
+
+async fn concurrent_appends_get_distinct_positions(svc: &Conversations) {
+    let a = alice();
+    let c = create(svc, &a, "busy").await;
+    let appends = (0..16).map(|i| {
+        let (a, cid) = (a.clone(), c.id.clone());
+        async move { append(svc, &a, &cid, Role::User, &format!("parallel {i}")).await }
+    });
+    let written = futures::future::join_all(appends).await;
+    let listed = svc
+        .list_messages(
+            &a,
+            ListMessagesRequest {
+                conversation_id: c.id.clone(),
+                page_size: 200,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .messages;
+    assert_eq!(listed.len(), 16);
+    let ids: HashSet<_> = listed.iter().map(|m| &m.id).collect();
+    assert!(written.iter().all(|m| ids.contains(&m.id)));
+    assert_eq!(
+        svc.get_conversation(&a, &c.id).await.unwrap().message_count,
+        16
     );
 }

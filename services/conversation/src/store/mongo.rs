@@ -27,6 +27,13 @@ use crate::search;
 /// [`CANDIDATES`] found win (bounded work for very common words).
 pub const CANDIDATES: i64 = 1000;
 const TITLE_WEIGHT: f64 = 4.0;
+/// Retries of an append that lost the race for a position.
+const APPEND_ATTEMPTS: u32 = 32;
+
+fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    matches!(&*e.kind, ErrorKind::Write(WriteFailure::WriteError(w)) if w.code == 11000)
+}
 
 #[derive(Debug, Clone)]
 pub struct MongoStore {
@@ -460,12 +467,15 @@ impl ConversationStore for MongoStore {
     }
 
     async fn append_message(&self, owner: &str, m: Message) -> Result<Option<Message>> {
+        // `next_seq` is only a hint (a server may not serialise concurrent $inc); the
+        // unique (conversation_id, seq) index decides, and a lost race retries after
+        // the last stored position. The count is recomputed after the insert.
         let before = self
             .conversations
             .find_one_and_update(
                 doc! {"_id": &m.conversation_id, "owner": owner},
                 doc! {
-                    "$inc": {"next_seq": 1_i64, "message_count": 1_i64},
+                    "$inc": {"next_seq": 1_i64},
                     "$max": {"updated_at": m.created_at_ms},
                 },
             )
@@ -475,9 +485,33 @@ impl ConversationStore for MongoStore {
         let Some(before) = before else {
             return Ok(None);
         };
-        let seq = int(&before, "next_seq");
-        self.messages
-            .insert_one(message_doc(owner, seq, &m))
+        let mut seq = int(&before, "next_seq");
+        let mut attempts = 0;
+        loop {
+            match self.messages.insert_one(message_doc(owner, seq, &m)).await {
+                Ok(_) => break,
+                Err(e) if is_duplicate_key(&e) && attempts < APPEND_ATTEMPTS => {
+                    attempts += 1;
+                    let last = self
+                        .messages
+                        .find_one(doc! {"conversation_id": &m.conversation_id})
+                        .sort(doc! {"seq": -1})
+                        .projection(doc! {"seq": 1})
+                        .await?;
+                    seq = seq.max(last.map_or(0, |d| int(&d, "seq") + 1));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let count = self
+            .messages
+            .count_documents(doc! {"conversation_id": &m.conversation_id})
+            .await?;
+        self.conversations
+            .update_one(
+                doc! {"_id": &m.conversation_id},
+                doc! {"$max": {"message_count": count as i64, "next_seq": seq + 1}},
+            )
             .await?;
         Ok(Some(m))
     }
