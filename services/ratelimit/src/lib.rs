@@ -8,6 +8,19 @@
 //! is fine; restarting it would not help); [`BACKEND_HEALTH_NAME`] goes NOT_SERVING under
 //! either policy (the "degraded" signal); the service name itself stays SERVING with the
 //! open policy (it still answers, `degraded=true`) and goes NOT_SERVING with the closed one.
+//!
+//! How a caller (chat) uses it, per model call:
+//! 1. `Acquire{subject, estimated_tokens: prompt + max answer tokens, open_stream: true}`.
+//!    `allowed=false` is a normal answer, not an error: turn it into RESOURCE_EXHAUSTED
+//!    with `message` and `retry_after_seconds`. UNAVAILABLE only comes with the closed policy.
+//! 2. While streaming, `RenewLease{lease_id}` every `lease_ttl_seconds / 3`; renewing also
+//!    keeps the token reservation alive. `renewed=false` means the lease already expired.
+//! 3. Always `Release{reservation_id, lease_id, actual_tokens}` when the call ends — with the
+//!    real usage, or 0 when it failed before the model answered. Releasing twice charges once.
+//!
+//! Unreleased leases expire after `RATE_LIMIT_LEASE_TTL_SECS` (30), reservations after 10 min.
+//! Redis Cluster: keys of a subject share the `{subject}` hash tag; the client here is a
+//! single-endpoint `ConnectionManager` (ElastiCache primary endpoint / cluster mode off).
 #![forbid(unsafe_code)]
 
 pub mod limiter;
