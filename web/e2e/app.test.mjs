@@ -412,3 +412,27 @@ test('auto-scroll follows the stream and pauses when the user scrolls up', async
   await page.keyboard.press('Escape');
   await waitAssistantStatus(page, 'stopped');
 });
+
+test('sidebar: newest first with infinite scroll', async (t) => {
+  const page = await open(t, { width: 1100, height: 600 });
+  for (let i = 1; i <= 23; i++) {
+    if (i > 1) await page.locator('[data-testid=new-chat]').click();
+    await send(page, `QUICK conversation ${i}`);
+    await waitAssistantStatus(page, 'complete');
+  }
+  await page.reload();
+  const items = page.locator('[data-testid=conversation-item]');
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid=conversation-item]').length === 20, null, { timeout: T });
+  assert.match(await items.first().innerText(), /conversation 23/, 'newest first');
+  // Scrolling to the end of the list loads the next page.
+  await page.evaluate(() => {
+    const l = document.getElementById('conv-list');
+    l.scrollTop = l.scrollHeight;
+    l.dispatchEvent(new Event('scroll'));
+  });
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid=conversation-item]').length === 23, null, { timeout: T });
+  assert.equal(await page.locator('[data-testid=load-more]').count(), 0, 'no more pages');
+  assert.match(await items.last().innerText(), /conversation 1\b/, 'oldest last');
+  const ids = await items.evaluateAll((els) => els.map((e) => e.dataset.id));
+  assert.equal(new Set(ids).size, 23, 'no duplicates across pages');
+});

@@ -7,6 +7,7 @@
 //   contains SLOW  → ~60 chunks, 120 ms apart (for stop / refresh-mid-stream tests)
 //   contains TABLE → Markdown with a table, a list, a link and a rust code block
 //   contains FAIL  → HTTP 500
+//   contains QUICK → "ok" at once (for creating many conversations)
 //   otherwise      → "Hello from fake model (answer #N). You said: …" in small chunks
 // Control: GET /__requests (all recorded bodies), GET /__last (last non-title request),
 //          GET /__stats ({completed, cancelled}), POST /__reset.
@@ -45,6 +46,7 @@ function answerFor(text) {
     for (let i = 0; i < md.length; i += 12) chunks.push(md.slice(i, i + 12));
     return { chunks, delay: 15 };
   }
+  if (/QUICK/.test(text)) return { chunks: ['ok'], delay: 0 };
   const said = text.replace(/\s+/g, ' ').slice(0, 60);
   const full = `Hello from fake model (answer #${answerCount}). You said: ${said}`;
   const chunks = full.match(/.{1,6}/gs) || [full];

@@ -21,7 +21,7 @@ use tonic::Status;
 use crate::api::{self, call, req, ui_error};
 use crate::state::{AppState, PendingFile, Running, UiMessage, UiStatus};
 
-const PAGE_SIZE: u32 = 30;
+const PAGE_SIZE: u32 = 20;
 
 fn show_error(mut s: AppState, e: UiError) {
     s.error.set(Some(e));
