@@ -277,3 +277,82 @@ async fn delete_releases_attachments_to_the_file_service_as_the_owner() {
         [(a.clone(), vec!["file-1".to_owned()])]
     );
 }
+
+#[tokio::test]
+async fn every_rpc_without_identity_is_unauthenticated() {
+    let app = spawn_app().await;
+    let id = confab_conversation::model::new_id();
+    let c = || app.client.clone();
+    let codes = [
+        c().create_conversation(CreateConversationRequest::default())
+            .await
+            .map(drop),
+        c().list_conversations(ListConversationsRequest::default())
+            .await
+            .map(drop),
+        c().get_conversation(GetConversationRequest {
+            conversation_id: id.clone(),
+        })
+        .await
+        .map(drop),
+        c().update_conversation(UpdateConversationRequest {
+            conversation_id: id.clone(),
+            ..Default::default()
+        })
+        .await
+        .map(drop),
+        c().delete_conversation(DeleteConversationRequest {
+            conversation_id: id.clone(),
+        })
+        .await
+        .map(drop),
+        c().list_messages(ListMessagesRequest {
+            conversation_id: id.clone(),
+            ..Default::default()
+        })
+        .await
+        .map(drop),
+        c().get_message(GetMessageRequest {
+            conversation_id: id.clone(),
+            message_id: id.clone(),
+        })
+        .await
+        .map(drop),
+        c().search_conversations(SearchConversationsRequest {
+            query: "x".into(),
+            page_size: 0,
+        })
+        .await
+        .map(drop),
+        c().export_conversation(ExportConversationRequest {
+            conversation_id: id.clone(),
+            format: 1,
+        })
+        .await
+        .map(drop),
+        c().append_message(AppendMessageRequest {
+            conversation_id: id.clone(),
+            role: 1,
+            ..Default::default()
+        })
+        .await
+        .map(drop),
+        c().update_message(UpdateMessageRequest {
+            conversation_id: id.clone(),
+            message_id: id.clone(),
+            ..Default::default()
+        })
+        .await
+        .map(drop),
+        c().supersede_messages(SupersedeMessagesRequest {
+            conversation_id: id.clone(),
+            from_message_id: id.clone(),
+            inclusive: true,
+        })
+        .await
+        .map(drop),
+    ];
+    for (i, r) in codes.into_iter().enumerate() {
+        assert_eq!(r.unwrap_err().code(), Code::Unauthenticated, "rpc #{i}");
+    }
+}
