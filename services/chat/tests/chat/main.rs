@@ -701,13 +701,9 @@ async fn send_simple_models_quota_and_refusals() {
 }
 
 #[tokio::test]
-async fn dependencies_as_separate_servers_over_loopback() {
+async fn real_dependencies_as_separate_servers_over_loopback() {
+    let dir = tempfile::tempdir().unwrap();
     let upstream = FakeUpstream::start().await;
-    let (conv, files, limits) = (
-        FakeConversation::default(),
-        FakeFiles::default(),
-        FakeLimits::default(),
-    );
     async fn serve<S>(svc: S) -> String
     where
         S: tower::Service<
@@ -722,19 +718,39 @@ async fn dependencies_as_separate_servers_over_loopback() {
         S::Future: Send + 'static,
     {
         let (listener, addr) = confab_common::testing::local_listener().await;
-        tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(svc)
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+        let server =
+            confab_common::server::GrpcServer::new(tonic::service::Routes::new(svc), &[S::NAME])
                 .await
-                .unwrap()
-        });
+                .unwrap();
+        tokio::spawn(server.serve(
+            listener,
+            confab_common::Shutdown::new(),
+            Duration::from_secs(1),
+        ));
         format!("http://{addr}")
     }
+    let conv_url = serve(
+        confab_conversation::server(confab_conversation::Config::sqlite(dir.path()))
+            .await
+            .unwrap(),
+    )
+    .await;
+    let files_url = serve(
+        confab_files::server(confab_files::Config::local(dir.path().join("files")))
+            .await
+            .unwrap(),
+    )
+    .await;
+    let rl_url = serve(
+        confab_ratelimit::server(confab_ratelimit::Config::default())
+            .await
+            .unwrap(),
+    )
+    .await;
     let deps = ChatDeps {
-        conversation: remote("CONFAB_CONVERSATION_URL", &serve(conv.server()).await).unwrap(),
-        files: remote("CONFAB_FILES_URL", &serve(files.server()).await).unwrap(),
-        ratelimit: remote("CONFAB_RATELIMIT_URL", &serve(limits.server()).await).unwrap(),
+        conversation: remote("CONFAB_CONVERSATION_URL", &conv_url).unwrap(),
+        files: remote("CONFAB_FILES_URL", &files_url).unwrap(),
+        ratelimit: remote("CONFAB_RATELIMIT_URL", &rl_url).unwrap(),
     };
     let config = Config {
         openai: Some(openai_config(&upstream)),
@@ -742,7 +758,7 @@ async fn dependencies_as_separate_servers_over_loopback() {
     };
     let addr = serve_chat(ChatServiceImpl::with_deps(config, deps).unwrap()).await;
     let mut client = ChatServiceClient::new(confab_common::testing::connect(addr).await);
-    let user = Identity::user("loopback-user");
+    let user = Identity::user(confab_common::testing::unique_name("loopback"));
     let evs = collect(
         client
             .send_message(user.request(chat::SendMessageRequest {
@@ -754,8 +770,32 @@ async fn dependencies_as_separate_servers_over_loopback() {
             .into_inner(),
     )
     .await;
+    assert_sequenced(&evs);
     assert_eq!(text(&evs), "Hello world!");
-    let msgs = conv.messages(&evs[0].conversation_id);
+    let mut store =
+        confab_proto::conversation::v1::conversation_service_client::ConversationServiceClient::new(
+            confab_common::testing::connect(
+                conv_url.trim_start_matches("http://").parse().unwrap(),
+            )
+            .await,
+        );
+    let msgs = store
+        .list_messages(user.request(conv::ListMessagesRequest {
+            conversation_id: evs[0].conversation_id.clone(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .messages;
+    assert_eq!(msgs.len(), 2);
     assert_eq!(status_of(&msgs[1]), conv::MessageStatus::Complete);
-    assert_eq!(limits.0.lock().released, vec![15]);
+    assert_eq!(msgs[1].content, "Hello world!");
+    let q = client
+        .get_quota(user.request(chat::GetQuotaRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(q.streams_in_use, 0);
+    assert_eq!(q.tokens_reserved, 0);
 }

@@ -1,4 +1,4 @@
-//! The real conversation (SQLite) and rate-limit (in-process) services behind chat.
+//! The real conversation (SQLite), files (local) and rate-limit (in-process) services behind chat.
 
 use std::time::Duration;
 
@@ -12,12 +12,13 @@ use confab_proto::conversation::v1 as conv;
 use confab_proto::conversation::v1::conversation_service_client::ConversationServiceClient;
 use tokio_stream::StreamExt;
 
-use crate::fakes::FakeFiles;
 use crate::upstream::FakeUpstream;
 use crate::{collect, completed, openai_config, serve_chat, started, text};
+use confab_proto::files::v1 as fpb;
+use confab_proto::files::v1::file_service_client::FileServiceClient;
 
 #[tokio::test]
-async fn with_the_real_conversation_and_ratelimit_services() {
+async fn with_the_real_conversation_files_and_ratelimit_services() {
     let dir = tempfile::tempdir().unwrap();
     let upstream = FakeUpstream::start().await;
     let conversation = in_process(
@@ -34,9 +35,14 @@ async fn with_the_real_conversation_and_ratelimit_services() {
         },
         ..Default::default()
     };
+    let files = in_process(
+        confab_files::server(confab_files::Config::local(dir.path().join("files")))
+            .await
+            .unwrap(),
+    );
     let deps = ChatDeps {
         conversation: conversation.clone(),
-        files: in_process(FakeFiles::default().server()),
+        files: files.clone(),
         ratelimit: in_process(confab_ratelimit::server(limits).await.unwrap()),
     };
     let config = Config {
@@ -48,10 +54,42 @@ async fn with_the_real_conversation_and_ratelimit_services() {
     let mut store = ConversationServiceClient::new(conversation);
     let user = Identity::user(confab_common::testing::unique_name("real"));
 
+    // A text attachment, uploaded through the real file service.
+    let mut file_client = FileServiceClient::new(files);
+    let doc = b"# Quarterly notes\n\nRevenue grew 12% while costs fell.\n";
+    let up = file_client
+        .start_upload(user.request(fpb::StartUploadRequest {
+            filename: "notes.md".into(),
+            declared_size: doc.len() as u64,
+            declared_content_type: "text/markdown".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    file_client
+        .upload_chunk(user.request(fpb::UploadChunkRequest {
+            upload_id: up.upload_id.clone(),
+            offset: 0,
+            data: doc.to_vec(),
+        }))
+        .await
+        .unwrap();
+    let file = file_client
+        .finish_upload(user.request(fpb::FinishUploadRequest {
+            upload_id: up.upload_id,
+            sha256: String::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .file
+        .unwrap();
+
     let evs = collect(
         client
             .send_message(user.request(chat::SendMessageRequest {
                 content: "Say hello".into(),
+                file_ids: vec![file.id.clone()],
                 ..Default::default()
             }))
             .await
@@ -61,6 +99,14 @@ async fn with_the_real_conversation_and_ratelimit_services() {
     .await;
     assert_eq!(text(&evs), "Hello world!");
     completed(&evs);
+    let plan = started(&evs).context.unwrap();
+    assert_eq!(plan.files[0].filename, "notes.md");
+    assert!(plan.files[0].parts.iter().all(|p| p.included));
+    let sent = upstream.chat_requests()[0]["messages"][0]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(sent.contains("Revenue grew 12%"), "{sent}");
     let conv_id = evs[0].conversation_id.clone();
     let c = store
         .get_conversation(user.request(conv::GetConversationRequest {
