@@ -23,6 +23,9 @@ where
     F: FnOnce(Launch, C) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
+    // Several TLS users (MongoDB Atlas, rediss://, OpenAI over HTTPS, OTLP) share one
+    // rustls; with more than one backend compiled in, it needs a process default.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let server = config::or_exit(binary, ServerConfig::from_env(default_port));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
