@@ -7,7 +7,7 @@ export CARGO_TERM_COLOR ?= never
 CARGO ?= cargo
 BIN := $(CARGO_TARGET_DIR)/debug
 
-.PHONY: all setup build run test test-rust lint fmt web run-mesh stop-mesh smoke-mesh infra-check clean-data \
+.PHONY: all setup build run test test-rust lint fmt web run-mesh stop-mesh smoke-mesh infra-check test-web clean-data \
         bench-conversation bench-files bench-ratelimit bench-chat bench-gateway
 
 all: build
@@ -30,7 +30,14 @@ run:
 test: setup
 	$(CARGO) test --workspace --no-fail-fast
 	$(MAKE) lint
+	$(MAKE) test-web
 	bash infra/checks/run.sh
+
+## The web client: host unit tests of its logic, then the wasm build and browser tests in
+## headless Chromium against a real gateway (installs chromium, playwright-core, wasm toolchain).
+test-web:
+	cd web/core && $(CARGO) test
+	bash web/e2e/run.sh
 
 test-rust: setup
 	$(CARGO) test --workspace --no-fail-fast
