@@ -61,6 +61,7 @@ contract!(
     bad_input_is_invalid_argument,
     export_markdown_and_json,
     concurrent_appends_get_distinct_positions,
+    search_survives_odd_queries_and_finds_unicode,
 );
 
 fn alice() -> Identity {
@@ -1076,4 +1077,45 @@ async fn concurrent_appends_get_distinct_positions(svc: &Conversations) {
         svc.get_conversation(&a, &c.id).await.unwrap().message_count,
         16
     );
+}
+
+async fn search_survives_odd_queries_and_finds_unicode(svc: &Conversations) {
+    let a = alice();
+    let c = create(svc, &a, "多言語 notes").await;
+    append(
+        svc,
+        &a,
+        &c.id,
+        Role::User,
+        "Café crème and naïve résumé; ½ cup",
+    )
+    .await;
+    for q in [
+        "½",
+        "NEAR(a b)",
+        "a* OR b",
+        "\"quoted\"",
+        "-minus",
+        "x:y",
+        "AND",
+        "OR NOT",
+        "col:value",
+        "{title}: x",
+        "^start",
+        "emoji 🎉 party",
+        "\u{0}nul",
+        "ǅ",
+        "🎉",
+    ] {
+        let r = svc.search(&a, q, 10).await;
+        match r {
+            Ok(_) => {}
+            Err(e) => assert_eq!(code(e), tonic::Code::InvalidArgument, "query {q:?}"),
+        }
+    }
+    let hits = svc.search(&a, "crème", 10).await.unwrap().hits;
+    assert_eq!(hits.len(), 1, "accented words match");
+    assert!(hits[0].snippet.contains("«crème»"), "{}", hits[0].snippet);
+    let hits = svc.search(&a, "多言語", 10).await.unwrap().hits;
+    assert_eq!(hits.len(), 1, "non-Latin title words match");
 }
