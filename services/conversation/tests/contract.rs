@@ -62,6 +62,7 @@ contract!(
     export_markdown_and_json,
     concurrent_appends_get_distinct_positions,
     search_survives_odd_queries_and_finds_unicode,
+    search_finds_conversations_behind_a_crowded_one,
 );
 
 fn alice() -> Identity {
@@ -1118,4 +1119,59 @@ async fn search_survives_odd_queries_and_finds_unicode(svc: &Conversations) {
     assert!(hits[0].snippet.contains("«crème»"), "{}", hits[0].snippet);
     let hits = svc.search(&a, "多言語", 10).await.unwrap().hits;
     assert_eq!(hits.len(), 1, "non-Latin title words match");
+}
+
+async fn search_finds_conversations_behind_a_crowded_one(svc: &Conversations) {
+    use confab_conversation::model::new_id;
+    use confab_conversation::store::ImportItem;
+    let a = alice();
+    let item = |n: usize, text: &str| {
+        let id = new_id();
+        ImportItem {
+            conversation: Conversation {
+                id: id.clone(),
+                title: "t".into(),
+                created_at_ms: 1,
+                updated_at_ms: 2,
+                message_count: n as u32,
+                ..Default::default()
+            },
+            messages: (0..n)
+                .map(|i| Message {
+                    id: new_id(),
+                    conversation_id: id.clone(),
+                    role: Role::User as i32,
+                    content: text.into(),
+                    created_at_ms: i as i64,
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    };
+    // 300 strong matches in one conversation, weaker ones in two others.
+    let crowded = item(300, "quasar quasar quasar");
+    let weak1 = item(
+        1,
+        "one quasar among many other words in a longer sentence here",
+    );
+    let weak2 = item(
+        1,
+        "another quasar among many other words in a longer sentence",
+    );
+    let ids = [&crowded, &weak1, &weak2].map(|i| i.conversation.id.clone());
+    svc.store()
+        .import(&a.user_id, vec![crowded, weak1, weak2])
+        .await
+        .unwrap();
+    let hits = svc.search(&a, "quasar", 3).await.unwrap().hits;
+    let got: HashSet<_> = hits
+        .iter()
+        .map(|h| h.conversation.as_ref().unwrap().id.clone())
+        .collect();
+    assert_eq!(got, ids.iter().cloned().collect::<HashSet<_>>());
+    assert_eq!(
+        hits[0].conversation.as_ref().unwrap().id,
+        ids[0],
+        "strongest first"
+    );
 }

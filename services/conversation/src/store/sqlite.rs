@@ -19,6 +19,9 @@ use super::{
 use crate::error::{ConversationError, Result};
 use crate::search::{MARK_CLOSE, MARK_OPEN};
 
+/// Matching rows a search reads at most to find one hit per conversation.
+const MAX_SEARCH_ROWS: i64 = 20_000;
+
 /// Concurrent readers; WAL lets them run beside the writer.
 const READERS: usize = 4;
 
@@ -725,26 +728,45 @@ impl ConversationStore for SqliteStore {
         let open = MARK_OPEN.to_string();
         let close = MARK_CLOSE.to_string();
         self.read(move |conn| {
-            // One hit per conversation: walk the best rows until `limit` conversations.
+            // One hit per conversation: walk the best rows until `limit` conversations,
+            // reading further when the best rows crowd into few conversations.
             let mut stmt = conn.prepare_cached(
-                "SELECT conversation_id, message_id, snippet(search_fts, CASE WHEN message_id = '' THEN 1 ELSE 2 END, ?2, ?3, '…', 24), \
-                 bm25(search_fts, 0.0, 4.0, 1.0) AS r \
-                 FROM search_fts WHERE search_fts MATCH ?1 ORDER BY r LIMIT ?4",
+                "SELECT rowid, conversation_id, message_id, bm25(search_fts, 0.0, 4.0, 1.0) AS r \
+                 FROM search_fts WHERE search_fts MATCH ?1 ORDER BY r LIMIT ?2",
             )?;
-            let fetch = i64::from(limit) * 8 + 32;
-            let mut rows = stmt.query(params![expr, open, close, fetch])?;
-            let mut best: Vec<(String, String, String, f64)> = Vec::new();
-            while let Some(r) = rows.next()? {
-                let cid: String = r.get(0)?;
-                if best.iter().any(|b| b.0 == cid) {
-                    continue;
+            let mut fetch = i64::from(limit) * 8 + 32;
+            let mut best: Vec<(i64, String, String, f64)> = Vec::new();
+            loop {
+                best.clear();
+                let mut seen = std::collections::HashSet::new();
+                let mut rows = stmt.query(params![expr, fetch])?;
+                let mut n = 0;
+                while let Some(r) = rows.next()? {
+                    n += 1;
+                    let cid: String = r.get(1)?;
+                    if best.len() < limit as usize && seen.insert(cid.clone()) {
+                        best.push((r.get(0)?, cid, r.get(2)?, -r.get::<_, f64>(3)?));
+                    }
                 }
-                best.push((cid, r.get(1)?, r.get(2)?, -r.get::<_, f64>(3)?));
-                if best.len() >= limit as usize {
+                if best.len() >= limit as usize || n < fetch || fetch >= MAX_SEARCH_ROWS {
                     break;
                 }
+                fetch = (fetch * 4).min(MAX_SEARCH_ROWS);
             }
-            drop(rows);
+            let mut snip = conn.prepare_cached(
+                "SELECT snippet(search_fts, CASE WHEN message_id = '' THEN 1 ELSE 2 END, ?3, ?4, '…', 24) \
+                 FROM search_fts WHERE search_fts MATCH ?1 AND rowid = ?2",
+            )?;
+            let best: Vec<(String, String, String, f64)> = best
+                .into_iter()
+                .map(|(rowid, cid, mid, score)| {
+                    let snippet: String = snip
+                        .query_row(params![expr, rowid, open, close], |r| r.get(0))
+                        .optional()?
+                        .unwrap_or_default();
+                    Ok((cid, mid, snippet, score))
+                })
+                .collect::<rusqlite::Result<_>>()?;
             let mut hits = Vec::with_capacity(best.len());
             for (cid, mid, snippet, score) in best {
                 // The owner check is exact here; the owner token only narrows the search.
