@@ -26,6 +26,8 @@ const TOKENS: usize = 50;
 const BUDGET: Duration = Duration::from_secs(150);
 
 struct Sample {
+    /// Through chat: until the Started event (quota, stores, plan).
+    started: Duration,
     ttft: Duration,
     total: Duration,
     tokens: usize,
@@ -44,10 +46,11 @@ async fn direct(http: &reqwest::Client, url: &str) -> Sample {
     while let Some(Ok(ev)) = events.next().await {
         if ev.data.contains("\"content\"") {
             ttft.get_or_insert_with(|| t0.elapsed());
-            tokens += 1;
+            tokens += 1; // one fake token per chunk
         }
     }
     Sample {
+        started: Duration::ZERO,
         ttft: ttft.expect("a token"),
         total: t0.elapsed(),
         tokens,
@@ -70,18 +73,24 @@ async fn through_chat(
         .expect("send")
         .into_inner();
     let mut ttft = None;
+    let mut started = None;
     let mut tokens = 0;
     while let Some(ev) = s.next().await {
         match ev.expect("event").event {
-            Some(Event::Delta(_)) => {
+            Some(Event::Started(_)) => {
+                started = Some(t0.elapsed());
+            }
+            Some(Event::Delta(d)) => {
                 ttft.get_or_insert_with(|| t0.elapsed());
-                tokens += 1;
+                // Waiting deltas may be coalesced: count the fake tokens ("tN ") in the text.
+                tokens += d.text.split_whitespace().count();
             }
             Some(Event::Failed(f)) => panic!("failed: {f:?}"),
             _ => {}
         }
     }
     Sample {
+        started: started.expect("Started"),
         ttft: ttft.expect("a token"),
         total: t0.elapsed(),
         tokens,
@@ -131,12 +140,18 @@ async fn main() {
         confab_common::Shutdown::new(),
         Duration::from_secs(1),
     ));
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .unwrap();
+    // A few HTTP/2 connections, as a gateway with several workers would hold.
+    let mut channels = vec![];
+    for _ in 0..4 {
+        channels.push(
+            tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .unwrap(),
+        );
+    }
     let http = reqwest::Client::builder()
         .tcp_nodelay(true)
         .build()
@@ -190,6 +205,7 @@ async fn main() {
             .collect();
         let mut d_ttft = vec![];
         let mut c_ttft = vec![];
+        let mut c_started = vec![];
         let (mut d_tok, mut d_time, mut c_tok, mut c_time) = (0usize, 0f64, 0usize, 0f64);
         for _ in 0..rounds {
             if started.elapsed() > BUDGET {
@@ -197,22 +213,27 @@ async fn main() {
             }
             conv.0.lock().messages.clear();
             // Direct and through-chat batches alternate so both see the same machine load.
-            let direct_batch =
-                futures::future::join_all((0..conc).map(|_| direct(&http, &url))).await;
-            let chat_batch = futures::future::join_all(convs.iter().map(|cid| {
-                let mut client = ChatServiceClient::new(channel.clone());
-                let user = user.clone();
-                let cid = cid.clone();
-                async move { through_chat(&mut client, &user, &cid).await }
+            // Each stream is its own task (both cores), for both paths alike.
+            let direct_batch = futures::future::join_all((0..conc).map(|_| {
+                let (http, url) = (http.clone(), url.clone());
+                tokio::spawn(async move { direct(&http, &url).await })
             }))
             .await;
-            for s in direct_batch {
+            let chat_batch = futures::future::join_all(convs.iter().enumerate().map(|(i, cid)| {
+                let mut client = ChatServiceClient::new(channels[i % channels.len()].clone());
+                let user = user.clone();
+                let cid = cid.clone();
+                tokio::spawn(async move { through_chat(&mut client, &user, &cid).await })
+            }))
+            .await;
+            for s in direct_batch.into_iter().map(Result::unwrap) {
                 d_ttft.push(s.ttft);
                 d_tok += s.tokens;
                 d_time += s.total.as_secs_f64();
             }
-            for s in chat_batch {
+            for s in chat_batch.into_iter().map(Result::unwrap) {
                 c_ttft.push(s.ttft);
+                c_started.push(s.started);
                 c_tok += s.tokens;
                 c_time += s.total.as_secs_f64();
             }
@@ -232,6 +253,12 @@ async fn main() {
             added99,
             d_tok as f64 / d_time,
             c_tok as f64 / c_time,
+        );
+        println!(
+            "{:>12} chat: Started event p50 {:.2} ms, p99 {:.2} ms (quota, stores, plan before the model call)",
+            "",
+            ms(pct(&mut c_started, 0.5)),
+            ms(pct(&mut c_started, 0.99))
         );
         if conc == 100 {
             verdict = Some(added99);

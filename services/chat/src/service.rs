@@ -13,7 +13,7 @@ use confab_proto::files::v1 as files;
 use confab_proto::files::v1::file_service_client::FileServiceClient;
 use confab_proto::ratelimit::v1 as rl;
 use confab_proto::ratelimit::v1::rate_limit_service_client::RateLimitServiceClient;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::time::Instant;
 
 use crate::channel::Channel;
@@ -31,6 +31,8 @@ const MAX_CONTENT_BYTES: usize = 256 * 1024;
 const MAX_FILES_PER_MESSAGE: usize = 10;
 const HISTORY_PAGE: u32 = 200;
 const HISTORY_MAX_PAGES: usize = 5;
+/// Largest text of one Delta event built from deltas that were already waiting.
+const MAX_COALESCED_BYTES: usize = 4096;
 const TITLE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Each call boxed in a plain fn so its `Send` bound is proven here (works around a
@@ -857,15 +859,41 @@ impl Chat {
         match stream {
             None => stopped = true,
             Some(Err(e)) => failure = Some(e),
-            Some(Ok(mut stream)) => loop {
-                tokio::select! {
-                    biased;
-                    _ = g.cancel.cancelled() => { stopped = true; break; }
-                    ev = stream.next() => match ev {
-                        Some(Ok(ModelEvent::Delta(t))) => {
+            Some(Ok(mut stream)) => {
+                // An event read ahead while coalescing deltas, handled next.
+                let mut carry = None;
+                loop {
+                    let ev = match carry.take() {
+                        Some(ev) => ev,
+                        None => tokio::select! {
+                            biased;
+                            _ = g.cancel.cancelled() => { stopped = true; break; }
+                            ev = stream.next() => ev,
+                            _ = renew.tick(), if !turn.lease.lease_id.is_empty() => {
+                                self.renew(id, &turn.lease);
+                                continue;
+                            }
+                        },
+                    };
+                    match ev {
+                        Some(Ok(ModelEvent::Delta(mut t))) => {
+                            // Deltas already waiting go out as one event (fewer frames
+                            // when the upstream is faster than the client).
+                            while t.len() < MAX_COALESCED_BYTES {
+                                match stream.next().now_or_never() {
+                                    Some(Some(Ok(ModelEvent::Delta(more)))) => t.push_str(&more),
+                                    Some(other) => {
+                                        carry = Some(other);
+                                        break;
+                                    }
+                                    None => break,
+                                }
+                            }
                             text.push_str(&t);
                             g.publish(delta(&t));
-                            if last_save.elapsed() >= self.config.save_interval && text.len() > saved_len {
+                            if last_save.elapsed() >= self.config.save_interval
+                                && text.len() > saved_len
+                            {
                                 last_save = Instant::now();
                                 saved_len = text.len();
                                 self.save_progress(id, &turn, &text);
@@ -873,14 +901,14 @@ impl Chat {
                         }
                         Some(Ok(ModelEvent::Usage(u))) => usage = Some(u),
                         Some(Ok(ModelEvent::Finished(f))) => finish = f,
-                        Some(Err(e)) => { failure = Some(e); break; }
+                        Some(Err(e)) => {
+                            failure = Some(e);
+                            break;
+                        }
                         None => break,
-                    },
-                    _ = renew.tick(), if !turn.lease.lease_id.is_empty() => {
-                        self.renew(id, &turn.lease);
                     }
                 }
-            },
+            }
         }
         // The upstream stream is dropped here: the HTTP response or decode thread ends.
 

@@ -208,18 +208,10 @@ async fn streams_stores_and_names_the_first_exchange() {
             Event::Failed(_) => "failed",
         })
         .collect();
-    assert_eq!(
-        kinds,
-        [
-            "started",
-            "delta",
-            "delta",
-            "delta",
-            "usage",
-            "title",
-            "completed"
-        ]
-    );
+    // Deltas that were already waiting may be coalesced into one event.
+    let mut kinds = kinds;
+    kinds.dedup();
+    assert_eq!(kinds, ["started", "delta", "usage", "title", "completed"]);
     let c = completed(&evs);
     assert_eq!(c.finish_reason, chat::FinishReason::Stop as i32);
     assert_eq!(c.usage.unwrap().total_tokens, 15);
