@@ -229,6 +229,38 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
+/// Releases a lease (0 tokens) if the request is dropped (the client went away)
+/// before the generation took it over.
+struct ReleaseOnDrop {
+    chat: Arc<Chat>,
+    identity: Identity,
+    lease: Option<Lease>,
+}
+
+impl ReleaseOnDrop {
+    fn new(chat: &Arc<Chat>, identity: &Identity, lease: Lease) -> Self {
+        Self {
+            chat: chat.clone(),
+            identity: identity.clone(),
+            lease: Some(lease),
+        }
+    }
+
+    fn disarm(mut self) -> Lease {
+        self.lease.take().expect("armed")
+    }
+}
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            let chat = self.chat.clone();
+            let identity = self.identity.clone();
+            tokio::spawn(async move { chat.release(&identity, &lease, 0).await });
+        }
+    }
+}
+
 struct Lease {
     subject: String,
     reservation_id: String,
@@ -282,7 +314,7 @@ impl Chat {
         };
         let (conversation, lease) =
             tokio::join!(load, self.acquire(id, &req.content, &estimate_spec));
-        let lease = lease?;
+        let lease = ReleaseOnDrop::new(self, id, lease?);
         let result = async {
             let conversation = conversation?;
             let model = pick_model(&req.model, conversation.as_ref());
@@ -356,7 +388,7 @@ impl Chat {
         let (provider, spec) = self.providers.resolve(&model)?;
         let file_ids: Vec<String> = user.attachments.iter().map(|a| a.file_id.clone()).collect();
         let files = self.fetch_files(id, &file_ids, spec.vision).await?;
-        let lease = self.acquire(id, &user.content, &spec).await?;
+        let lease = ReleaseOnDrop::new(self, id, self.acquire(id, &user.content, &spec).await?);
         let ask = Ask {
             content: user.content.clone(),
             files,
@@ -401,7 +433,7 @@ impl Chat {
         let model = pick_model(&req.model, Some(&conversation));
         let (provider, spec) = self.providers.resolve(&model)?;
         let files = self.fetch_files(id, &req.file_ids, spec.vision).await?;
-        let lease = self.acquire(id, &req.content, &spec).await?;
+        let lease = ReleaseOnDrop::new(self, id, self.acquire(id, &req.content, &spec).await?);
         let ask = Ask {
             content: req.content.clone(),
             files,
@@ -620,9 +652,10 @@ impl Chat {
     async fn start_or_release(
         self: &Arc<Self>,
         id: &Identity,
-        lease: Lease,
+        guard: ReleaseOnDrop,
         prepared: Result<PreparedTurn, ChatError>,
     ) -> Result<Arc<Generation>, ChatError> {
+        let lease = guard.disarm();
         match prepared {
             Ok(p) => Ok(self.start(p.into_turn(lease))),
             Err(e) => {
