@@ -120,11 +120,17 @@ pub fn extract(detected: Detected, data: &[u8], limits: &Limits) -> Result<Extra
             }
         };
         cap_text(&mut parts, &mut warnings, limits.max_text_bytes);
+        limits.check_time()?;
         for (i, part) in parts.iter_mut().enumerate() {
-            limits.check_time()?;
             part.index = u32::try_from(i + 1).unwrap_or(u32::MAX);
-            part.token_count = count_part(part);
         }
+        {
+            use rayon::prelude::*;
+            parts
+                .par_iter_mut()
+                .for_each(|part| part.token_count = count_part(part));
+        }
+        limits.check_time()?;
         Ok(Extracted {
             kind,
             parts,
@@ -141,19 +147,15 @@ pub fn extract(detected: Detected, data: &[u8], limits: &Limits) -> Result<Extra
     }
 }
 
-/// Sheet parts are one big table: count it cell by cell (see `tokens::count_table`).
+/// Sheet parts are one big table: count it cell by cell (see `tokens::count_sheet`).
 fn count_part(part: &ExtractedPart) -> u32 {
-    let table_only = part.kind == PartKind::Sheet as i32 && part.tables.len() == 1;
-    if !table_only {
-        return tokens::count(&part.text);
+    match part.tables.as_slice() {
+        [table] if part.kind == PartKind::Sheet as i32 => tokens::count_sheet(&part.text, table),
+        _ => tokens::count(&part.text),
     }
-    let t = &part.tables[0];
-    let width = table_width(t);
-    let rest: Vec<&str> = part.text.lines().filter(|l| !l.starts_with('|')).collect();
-    tokens::count_table(&t.header, &t.rows, width).saturating_add(tokens::count(&rest.join("\n")))
 }
 
-fn table_width(table: &Table) -> usize {
+pub(crate) fn table_width(table: &Table) -> usize {
     table
         .rows
         .iter()
@@ -213,16 +215,31 @@ pub fn part(kind: PartKind, label: impl Into<String>, text: String) -> Extracted
 
 /// Escapes a cell for a Markdown table.
 pub fn md_cell(s: &str) -> String {
-    let s = s.trim();
     let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '|' => out.push_str("\\|"),
-            '\n' | '\r' => out.push(' '),
-            c => out.push(c),
-        }
-    }
+    md_cell_into(&mut out, s);
     out
+}
+
+/// Appends `s` escaped for a Markdown table cell (trimmed, `|` escaped, one line).
+pub fn md_cell_into(out: &mut String, s: &str) {
+    let s = s.trim();
+    let mut rest = s;
+    while let Some(at) = rest.find(['|', '\n', '\r']) {
+        out.push_str(&rest[..at]);
+        out.push_str(if rest.as_bytes()[at] == b'|' {
+            "\\|"
+        } else {
+            " "
+        });
+        rest = &rest[at + 1..];
+    }
+    out.push_str(rest);
+}
+
+/// Length in bytes of `md_cell(s)`.
+pub fn md_cell_len(s: &str) -> usize {
+    let s = s.trim();
+    s.len() + s.bytes().filter(|&b| b == b'|').count()
 }
 
 /// Renders a table as Markdown (header row, separator, rows padded to the header width).
@@ -232,7 +249,7 @@ pub fn render_table(out: &mut String, table: &Table) {
         out.push('|');
         for i in 0..width {
             out.push(' ');
-            out.push_str(&md_cell(cells.get(i).map(String::as_str).unwrap_or("")));
+            md_cell_into(out, cells.get(i).map(String::as_str).unwrap_or(""));
             out.push_str(" |");
         }
         out.push('\n');
@@ -269,14 +286,27 @@ mod tests {
         let table = table_from_rows(vec![
             vec!["Region".into(), "Q1 total".into(), "Date".into()],
             vec!["North".into(), "10.5".into(), "2024-01-15".into()],
-            vec!["South, east".into(), "".into(), "pipes | here".into()],
-            vec!["North".into(), "10.5".into(), "x".into()],
+            vec![
+                "South, east".into(),
+                "".into(),
+                "pipes | here\nand\r\nthere".into(),
+            ],
+            vec!["North".into(), "  10.5 ".into(), "x".into(), "wider".into()],
+            vec!["'s".into(), "-42".into(), "   ".into()],
         ]);
         let mut text = String::new();
         render_table(&mut text, &table);
-        let whole = tokens::count(&text);
-        let by_cell = tokens::count_table(&table.header, &table.rows, table_width(&table));
-        // The final line break may merge with the last border.
-        assert!(whole.abs_diff(by_cell) <= 1, "{whole} vs {by_cell}");
+        assert_eq!(md_cell("a|b\nc "), "a\\|b c");
+        for tail in ["", "\n", "\n[5 rows × 4 columns in total; note]"] {
+            let text = format!("{}{tail}", text.trim_end());
+            assert_eq!(
+                tokens::count_sheet(&text, &table),
+                tokens::count(&text),
+                "{text}"
+            );
+        }
+        // Not the table's rendering (cut by the size cap): counted as text.
+        let cut = format!("{}\n\n[… truncated]", &text[..40]);
+        assert_eq!(tokens::count_sheet(&cut, &table), tokens::count(&cut));
     }
 }

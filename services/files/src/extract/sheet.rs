@@ -23,6 +23,8 @@ struct Grid {
     min_col: u32,
     max_col: u32,
     seen_rows: std::collections::BTreeSet<u32>,
+    /// The row of the previous cell (cells mostly come row by row).
+    last_row: Option<u32>,
 }
 
 impl Grid {
@@ -34,6 +36,7 @@ impl Grid {
             min_col: u32::MAX,
             max_col: 0,
             seen_rows: Default::default(),
+            last_row: None,
         }
     }
 
@@ -43,8 +46,11 @@ impl Grid {
         }
         self.min_col = self.min_col.min(col);
         self.max_col = self.max_col.max(col);
-        if self.seen_rows.len() < 2_000_000 && self.seen_rows.insert(row) {
-            self.total_rows += 1;
+        if self.last_row != Some(row) {
+            self.last_row = Some(row);
+            if self.seen_rows.len() < 2_000_000 && self.seen_rows.insert(row) {
+                self.total_rows += 1;
+            }
         }
         if col >= MAX_CELLS_PER_ROW {
             return;
@@ -58,7 +64,14 @@ impl Grid {
         {
             return;
         }
-        self.rows.entry(row).or_default().insert(col, value);
+        match self.rows.last_entry() {
+            Some(mut last) if *last.key() == row => {
+                last.get_mut().insert(col, value);
+            }
+            _ => {
+                self.rows.entry(row).or_default().insert(col, value);
+            }
+        }
         if self.rows.len() > self.keep {
             self.rows.pop_last();
         }
@@ -130,47 +143,92 @@ pub fn extract_xlsx(data: &[u8], limits: &Limits) -> Result<(Vec<ExtractedPart>,
     })?;
     let packed = zipsafe::repack_stored(&entries)?;
     drop(entries);
-    let mut wb: Xlsx<_> = calamine::open_workbook_from_rs(Cursor::new(packed))
-        .map_err(|e| FileError::invalid(format!("the {WHAT} is corrupt: {e}")))?;
+    let open = || -> Result<Xlsx<Cursor<&[u8]>>> {
+        calamine::open_workbook_from_rs(Cursor::new(packed.as_slice()))
+            .map_err(|e| FileError::invalid(format!("the {WHAT} is corrupt: {e}")))
+    };
+    let wb = open()?;
     let names = wb.sheet_names();
     if names.is_empty() {
         return Err(FileError::invalid("the Excel workbook has no sheets"));
     }
+    // Sheets are read in parallel: contiguous runs of sheets, one workbook handle each.
+    let runs = rayon::current_num_threads().clamp(1, names.len());
+    let per_run = names.len().div_ceil(runs);
+    let chunks: Vec<&[String]> = names.chunks(per_run).collect();
+    let mut first = Some(wb);
+    let handles: Vec<Xlsx<Cursor<&[u8]>>> = chunks
+        .iter()
+        .map(|_| match first.take() {
+            Some(wb) => Ok(wb),
+            None => open(),
+        })
+        .collect::<Result<_>>()?;
+    let results: Vec<Result<Vec<SheetOutcome>>> = {
+        use rayon::prelude::*;
+        chunks
+            .into_par_iter()
+            .zip(handles)
+            .map(|(names, mut wb)| {
+                names
+                    .iter()
+                    .map(|name| read_sheet(&mut wb, name, limits))
+                    .collect()
+            })
+            .collect()
+    };
     let mut parts = Vec::with_capacity(names.len());
     let mut warnings = Vec::new();
-    for name in names {
-        limits.check_time()?;
-        let mut grid = Grid::new(limits.max_sheet_rows.saturating_add(1));
-        let mut reader = match wb.worksheet_cells_reader(&name) {
-            Ok(r) => r,
-            Err(e) => {
-                warnings.push(format!("sheet {name:?} could not be read: {e}"));
-                continue;
-            }
-        };
-        let mut n = 0u32;
-        loop {
-            n = n.wrapping_add(1);
-            if n.is_multiple_of(8192) {
-                limits.check_time()?;
-            }
-            match reader.next_cell() {
-                Ok(Some(cell)) => {
-                    let (row, col) = cell.get_position();
-                    grid.put(row, col, cell_text(cell.get_value()));
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    return Err(FileError::invalid(format!(
-                        "the {WHAT} is corrupt: sheet {name:?}: {e}"
-                    )));
-                }
+    for run in results {
+        for outcome in run? {
+            match outcome {
+                SheetOutcome::Part(p) => parts.push(*p),
+                SheetOutcome::Unreadable(w) => warnings.push(w),
             }
         }
-        drop(reader);
-        parts.push(grid.into_part(format!("Sheet {name}"), limits));
     }
     Ok((parts, warnings))
+}
+
+enum SheetOutcome {
+    Part(Box<ExtractedPart>),
+    Unreadable(String),
+}
+
+fn read_sheet(wb: &mut Xlsx<Cursor<&[u8]>>, name: &str, limits: &Limits) -> Result<SheetOutcome> {
+    limits.check_time()?;
+    let mut grid = Grid::new(limits.max_sheet_rows.saturating_add(1));
+    let mut reader = match wb.worksheet_cells_reader(name) {
+        Ok(r) => r,
+        Err(e) => {
+            return Ok(SheetOutcome::Unreadable(format!(
+                "sheet {name:?} could not be read: {e}"
+            )));
+        }
+    };
+    let mut n = 0u32;
+    loop {
+        n = n.wrapping_add(1);
+        if n.is_multiple_of(8192) {
+            limits.check_time()?;
+        }
+        match reader.next_cell() {
+            Ok(Some(cell)) => {
+                let (row, col) = cell.get_position();
+                grid.put(row, col, cell_text(cell.get_value()));
+            }
+            Ok(None) => break,
+            Err(e) => {
+                return Err(FileError::invalid(format!(
+                    "the {WHAT} is corrupt: sheet {name:?}: {e}"
+                )));
+            }
+        }
+    }
+    drop(reader);
+    Ok(SheetOutcome::Part(Box::new(
+        grid.into_part(format!("Sheet {name}"), limits),
+    )))
 }
 
 fn cell_text(v: &DataRef<'_>) -> String {
