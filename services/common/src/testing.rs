@@ -372,3 +372,29 @@ pub fn run_to_exit(binary: &str, env: &[(&str, &str)]) -> (Option<i32>, String) 
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// The contract every service binary keeps: it starts on a free port, reports SERVING,
+/// and lists `service` (plus health) through reflection.
+pub async fn assert_binary_serves(binary: &str, service: &str) {
+    let (_child, addr) = spawn_service(binary, &[]).await;
+    let services = reflection_services(addr).await;
+    assert!(
+        services.iter().any(|s| s == service),
+        "reflection lists {services:?}, not {service}"
+    );
+    assert!(services.iter().any(|s| s == "grpc.health.v1.Health"));
+}
+
+/// A configuration error exits 64 with a message naming the variable.
+pub fn assert_config_error_exits_64(binary: &str, variable: &str, value: &str) {
+    let mut env = vec![(variable, value)];
+    if variable != "CONFAB_ADDR" {
+        env.push(("CONFAB_ADDR", "127.0.0.1:0"));
+    }
+    let (code, stderr) = run_to_exit(binary, &env);
+    assert_eq!(code, Some(64), "{variable}={value}: stderr: {stderr}");
+    assert!(
+        stderr.contains(variable),
+        "{variable}={value}: stderr: {stderr}"
+    );
+}

@@ -1,28 +1,18 @@
 //! The `confab-ratelimit` binary: starts, reports SERVING, lists its service through
 //! reflection, and refuses bad configuration with exit code 64.
 
-use confab_common::testing::{reflection_services, run_to_exit, spawn_service};
+use confab_common::testing::{assert_binary_serves, assert_config_error_exits_64, spawn_service};
 
 use crate::BIN;
 
 #[tokio::test]
 async fn serves_health_and_reflection() {
-    let (_child, addr) = spawn_service(BIN, &[]).await;
-    let services = reflection_services(addr).await;
-    assert!(
-        services
-            .iter()
-            .any(|s| s == confab_proto::service_names::RATELIMIT),
-        "reflection lists {services:?}"
-    );
-    assert!(services.iter().any(|s| s == "grpc.health.v1.Health"));
+    assert_binary_serves(BIN, confab_proto::service_names::RATELIMIT).await;
 }
 
 #[test]
 fn bad_listen_address_exits_64_naming_the_variable() {
-    let (code, stderr) = run_to_exit(BIN, &[("CONFAB_ADDR", "not-an-address")]);
-    assert_eq!(code, Some(64), "stderr: {stderr}");
-    assert!(stderr.contains("CONFAB_ADDR"), "stderr: {stderr}");
+    assert_config_error_exits_64(BIN, "CONFAB_ADDR", "not-an-address");
 }
 
 #[test]
@@ -35,9 +25,7 @@ fn bad_limits_exit_64_naming_the_variable() {
         ("RATE_LIMIT_FAIL_POLICY", "sometimes"),
         ("REDIS_URL", "http://not-redis"),
     ] {
-        let (code, stderr) = run_to_exit(BIN, &[(var, value), ("CONFAB_ADDR", "127.0.0.1:0")]);
-        assert_eq!(code, Some(64), "{var}={value}: stderr: {stderr}");
-        assert!(stderr.contains(var), "{var}={value}: stderr: {stderr}");
+        assert_config_error_exits_64(BIN, var, value);
     }
 }
 
