@@ -25,7 +25,7 @@ targets=(pdf docx xlsx image detect_text)
 # Seeds: small valid files of each kind, written by an example of the main workspace
 # (its normal build, not the instrumented one).
 CARGO_TARGET_DIR="$HOME/.cache/confab/target" \
-  cargo run --quiet -p confab-files --example fuzz-seeds -- "$HERE/corpus"
+  cargo run --quiet --manifest-path "$HERE/../Cargo.toml" --example fuzz-seeds -- "$HERE/corpus"
 
 failed=()
 for target in "${targets[@]}"; do
