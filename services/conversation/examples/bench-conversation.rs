@@ -3,6 +3,12 @@
 //! `MONGODB_URI` when set), then prints list and search p50/p95 and, in the same run,
 //! the same searches done as a naive scan (SQL `LIKE` / Mongo `$regex` over the user's
 //! messages, ranked in Rust) as a baseline ratio. Bounded: ~3 minutes on 2 cores.
+//!
+//! First, on SQLite through the in-process gRPC server (as chat calls it): the store
+//! work of a chat turn before its `Started` event (get conversation, history page,
+//! append the user message, append the streaming answer), at 1, 10 and 100 concurrent
+//! turns, p50/p99; also for new conversations (create + two appends).
+//! `CONFAB_BENCH_TURNS_ONLY=1` stops after that part.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,8 +17,11 @@ use confab_common::Identity;
 use confab_conversation::model::new_id;
 use confab_conversation::store::ImportItem;
 use confab_conversation::{Config, ConversationStore, Conversations, open_store, search};
+use confab_proto::conversation::v1::conversation_service_client::ConversationServiceClient;
 use confab_proto::conversation::v1::{
-    Conversation, ListConversationsRequest, Message, MessageStatus, Role,
+    AppendMessageRequest, Conversation, CreateConversationRequest, GetConversationRequest,
+    ListConversationsRequest, ListMessagesRequest, Message, MessageStatus, Role,
+    UpdateMessageRequest,
 };
 
 const USER: &str = "bench-user";
@@ -265,8 +274,184 @@ fn report(backend: &str, seed: Duration, f: &Figures) {
     );
 }
 
+/// The channel with a named error type, so the client's futures are provably `Send`
+/// (as chat's own wrapper does).
+#[derive(Clone)]
+struct Chan(confab_common::GrpcChannel);
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct ChanError(confab_common::channel::BoxError);
+
+impl tower::Service<http::Request<tonic::body::Body>> for Chan {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = ChanError;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, ChanError>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), ChanError>> {
+        self.0.poll_ready(cx).map_err(ChanError)
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let fut = self.0.call(req);
+        Box::pin(async move { fut.await.map_err(ChanError) })
+    }
+}
+
+/// The conversation calls of one chat turn up to `Started`; the answer's final update
+/// follows (outside the measurement, as it is after the first token).
+async fn turn(
+    mut client: ConversationServiceClient<Chan>,
+    user: Identity,
+    conversation_id: Option<String>,
+) -> Duration {
+    let t = Instant::now();
+    let cid = match conversation_id {
+        Some(cid) => {
+            client
+                .get_conversation(user.request(GetConversationRequest {
+                    conversation_id: cid.clone(),
+                }))
+                .await
+                .expect("get");
+            client
+                .list_messages(user.request(ListMessagesRequest {
+                    conversation_id: cid.clone(),
+                    page_size: 200,
+                    newest_first: true,
+                    ..Default::default()
+                }))
+                .await
+                .expect("history");
+            cid
+        }
+        None => {
+            client
+                .create_conversation(user.request(CreateConversationRequest::default()))
+                .await
+                .expect("create")
+                .into_inner()
+                .id
+        }
+    };
+    let asked = client
+        .append_message(user.request(AppendMessageRequest {
+            conversation_id: cid.clone(),
+            role: Role::User as i32,
+            content: "What does the benchmark measure, in a few words?".into(),
+            status: MessageStatus::Complete as i32,
+            ..Default::default()
+        }))
+        .await
+        .expect("append user")
+        .into_inner();
+    let answer = client
+        .append_message(user.request(AppendMessageRequest {
+            conversation_id: cid.clone(),
+            role: Role::Assistant as i32,
+            status: MessageStatus::Streaming as i32,
+            model: "gpt-4o".into(),
+            parent_id: asked.id,
+            generation_id: new_id(),
+            ..Default::default()
+        }))
+        .await
+        .expect("append answer")
+        .into_inner();
+    let started = t.elapsed();
+    client
+        .update_message(user.request(UpdateMessageRequest {
+            conversation_id: cid,
+            message_id: answer.id,
+            content: Some("The store work of a chat turn.".into()),
+            status: Some(MessageStatus::Complete as i32),
+            ..Default::default()
+        }))
+        .await
+        .expect("update answer");
+    started
+}
+
+/// Chat-turn store latency on SQLite at 1, 10 and 100 concurrent turns.
+async fn turns() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let channel = confab_common::channel::in_process(
+        confab_conversation::server(Config::sqlite(dir.path())).await?,
+    );
+    let client = ConversationServiceClient::new(Chan(channel));
+    println!("sqlite chat turn (in-process gRPC), store work before Started:");
+    for &conc in &[1usize, 10, 100] {
+        let rounds = match conc {
+            1 => 300,
+            10 => 60,
+            _ => 15,
+        };
+        // One user and conversation per stream, with some history (10 messages).
+        let mut convs = Vec::new();
+        for i in 0..conc {
+            let user = Identity::user(format!("turn-user-{conc}-{i}"));
+            let cid = client
+                .clone()
+                .create_conversation(user.request(CreateConversationRequest::default()))
+                .await?
+                .into_inner()
+                .id;
+            for j in 0..10 {
+                client
+                    .clone()
+                    .append_message(user.request(AppendMessageRequest {
+                        conversation_id: cid.clone(),
+                        role: if j % 2 == 0 {
+                            Role::User
+                        } else {
+                            Role::Assistant
+                        } as i32,
+                        content: format!("history message {j} with a few words in it"),
+                        ..Default::default()
+                    }))
+                    .await?;
+            }
+            convs.push((user, cid));
+        }
+        for new in [false, true] {
+            let mut samples = Vec::new();
+            let started = Instant::now();
+            for _ in 0..rounds {
+                if samples.len() >= 5 && started.elapsed() > BUDGET {
+                    break;
+                }
+                let batch = futures::future::join_all(convs.iter().map(|(user, cid)| {
+                    let cid = (!new).then(|| cid.clone());
+                    tokio::spawn(turn(client.clone(), user.clone(), cid))
+                }))
+                .await;
+                samples.extend(batch.into_iter().map(Result::unwrap));
+            }
+            println!(
+                "  {conc:>3} concurrent, {:<22} n {:>5} | p50 {:>6.2} ms p99 {:>6.2} ms",
+                if new {
+                    "new conversation"
+                } else {
+                    "existing (10 messages)"
+                },
+                samples.len(),
+                pct(&mut samples, 0.5),
+                pct(&mut samples, 0.99),
+            );
+        }
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    turns().await?;
+    if std::env::var("CONFAB_BENCH_TURNS_ONLY").is_ok_and(|v| v == "1") {
+        return Ok(());
+    }
     let vocab = vocabulary();
     println!(
         "seeding {CONVERSATIONS} conversations / {} messages for one user among {OTHER_USERS} others ({} conversations / {} messages)",

@@ -1,7 +1,13 @@
-//! SQLite store (embedded default): one file in WAL mode, one writer connection and a
-//! small pool of read-only connections, all used from `spawn_blocking` so no query runs
-//! on the async runtime. Search uses an FTS5 table ranked with bm25 and cut with
-//! snippet(); rows carry a hashed owner token so a search only walks its owner's rows.
+//! SQLite store (embedded default): one file in WAL mode, one writer thread and a small
+//! pool of read-only connections (used from `spawn_blocking`), so no query runs on the
+//! async runtime. Search uses an FTS5 table ranked with bm25 and cut with snippet();
+//! rows carry a hashed owner token so a search only walks its owner's rows.
+//!
+//! Writes use group commit: the writer thread takes every write waiting in its queue
+//! (up to [`MAX_BATCH`]) and runs them in one transaction, each inside its own savepoint
+//! (a failing write is rolled back alone), then answers each caller once the batch is
+//! committed. Under load this turns N commits (WAL frames, FTS segments) into one.
+//! Checkpoints run on their own thread and connection, never inside a caller's commit.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,6 +30,19 @@ const MAX_SEARCH_ROWS: i64 = 20_000;
 
 /// Concurrent readers; WAL lets them run beside the writer.
 const READERS: usize = 4;
+
+/// Most writes committed in one transaction.
+const MAX_BATCH: usize = 256;
+
+/// Prepared statements kept per connection (every query shape of this file fits).
+const STATEMENT_CACHE: usize = 64;
+
+/// The checkpointer runs at least this often while the WAL has new frames...
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+/// ...and sooner after this many committed batches.
+const CHECKPOINT_AFTER_BATCHES: u32 = 200;
+/// The WAL file is truncated back to this size after a checkpoint that reset it.
+const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
 /// Schema versions, applied in order at start (tracked in `PRAGMA user_version`).
 const MIGRATIONS: &[&str] = &[
@@ -82,7 +101,7 @@ const MSG_COLS: &str = "seq, id, conversation_id, role, content, status, attachm
 
 pub struct SqliteStore {
     path: PathBuf,
-    writer: Arc<Mutex<Connection>>,
+    writer: std::sync::mpsc::Sender<Box<dyn WriteJob>>,
     readers: Arc<Mutex<Vec<Connection>>>,
     read_permits: Arc<tokio::sync::Semaphore>,
 }
@@ -100,7 +119,126 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.pragma_update(None, "cache_size", -16_000)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(())
+}
+
+/// One queued write: runs inside the batch transaction, answers after the commit.
+trait WriteJob: Send {
+    /// Runs the write; `false` when it failed (the caller rolls its savepoint back).
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Sends the outcome; `commit` is the batch commit's error, if it failed.
+    fn answer(self: Box<Self>, commit: Option<&str>);
+}
+
+struct Job<R, F> {
+    f: Option<F>,
+    out: Option<Result<R>>,
+    reply: tokio::sync::oneshot::Sender<Result<R>>,
+}
+
+impl<R, F> WriteJob for Job<R, F>
+where
+    R: Send + 'static,
+    F: FnOnce(&Connection) -> Result<R> + Send + 'static,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let f = self.f.take().expect("a job runs once");
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn)))
+            .unwrap_or_else(|_| Err(ConversationError::storage(anyhow!("sqlite write panicked"))));
+        let ok = out.is_ok();
+        self.out = Some(out);
+        ok
+    }
+
+    fn answer(self: Box<Self>, commit: Option<&str>) {
+        let out = match (self.out, commit) {
+            (Some(Ok(_)), Some(e)) => Err(ConversationError::storage(anyhow!(
+                "sqlite commit failed: {e}"
+            ))),
+            (Some(out), _) => out,
+            (None, _) => Err(ConversationError::storage(anyhow!("sqlite write not run"))),
+        };
+        let _ = self.reply.send(out);
+    }
+}
+
+/// The writer thread: one transaction per batch of queued writes.
+fn writer_loop(
+    conn: Connection,
+    jobs: std::sync::mpsc::Receiver<Box<dyn WriteJob>>,
+    checkpoint: std::sync::mpsc::SyncSender<()>,
+) {
+    let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(MAX_BATCH);
+    let mut since_checkpoint = 0u32;
+    while let Ok(first) = jobs.recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let commit = run_batch(&conn, &mut batch).err();
+        if let Some(e) = &commit {
+            tracing::error!(error = %e, writes = batch.len(), "sqlite batch commit failed");
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        let commit = commit.map(|e| e.to_string());
+        for job in batch.drain(..) {
+            job.answer(commit.as_deref());
+        }
+        since_checkpoint += 1;
+        if since_checkpoint >= CHECKPOINT_AFTER_BATCHES {
+            since_checkpoint = 0;
+            let _ = checkpoint.try_send(());
+        }
+    }
+}
+
+fn run_batch(conn: &Connection, batch: &mut [Box<dyn WriteJob>]) -> rusqlite::Result<()> {
+    conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+    if let [only] = batch {
+        // Alone in its transaction: a failed write rolls the whole transaction back.
+        if !only.run(conn) {
+            conn.prepare_cached("ROLLBACK")?.execute([])?;
+            return Ok(());
+        }
+    } else {
+        for job in batch.iter_mut() {
+            conn.prepare_cached("SAVEPOINT job")?.execute([])?;
+            if !job.run(conn) {
+                conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
+            }
+            conn.prepare_cached("RELEASE job")?.execute([])?;
+        }
+    }
+    conn.prepare_cached("COMMIT")?.execute([])?;
+    Ok(())
+}
+
+/// Checkpoints the WAL on its own connection (writes go on meanwhile), when the writer
+/// asks or every [`CHECKPOINT_EVERY`]; ends when the writer thread does.
+fn checkpoint_loop(path: PathBuf, wake: std::sync::mpsc::Receiver<()>) {
+    let conn = match Connection::open(&path).and_then(|c| {
+        configure(&c)?;
+        Ok(c)
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "sqlite checkpointer could not open the database");
+            return;
+        }
+    };
+    loop {
+        match wake.recv_timeout(CHECKPOINT_EVERY) {
+            Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "sqlite checkpoint failed");
+        }
+    }
 }
 
 fn open_reader(path: &Path) -> Result<Connection> {
@@ -202,12 +340,9 @@ fn message_from_row(r: &Row<'_>) -> rusqlite::Result<StoredMessage> {
 }
 
 fn conversation_rid(conn: &Connection, owner: &str, id: &str) -> rusqlite::Result<Option<i64>> {
-    conn.query_row(
-        "SELECT rid FROM conversations WHERE id = ?1 AND owner = ?2",
-        params![id, owner],
-        |r| r.get(0),
-    )
-    .optional()
+    conn.prepare_cached("SELECT rid FROM conversations WHERE id = ?1 AND owner = ?2")?
+        .query_row(params![id, owner], |r| r.get(0))
+        .optional()
 }
 
 fn get_conversation(
@@ -237,15 +372,19 @@ fn get_message(
     .optional()
 }
 
+/// `fresh`: a new row, never indexed (no old entry to delete).
 fn index_title(
     conn: &Connection,
     owner: &str,
     rid: i64,
     id: &str,
     title: &str,
+    fresh: bool,
 ) -> rusqlite::Result<()> {
-    conn.prepare_cached("DELETE FROM search_fts WHERE rowid = ?1")?
-        .execute([-rid])?;
+    if !fresh {
+        conn.prepare_cached("DELETE FROM search_fts WHERE rowid = ?1")?
+            .execute([-rid])?;
+    }
     if !title.is_empty() {
         conn.prepare_cached(
             "INSERT INTO search_fts (rowid, owner_key, title, body, conversation_id, message_id) \
@@ -256,9 +395,17 @@ fn index_title(
     Ok(())
 }
 
-fn index_message(conn: &Connection, owner: &str, rid: i64, m: &Message) -> rusqlite::Result<()> {
-    conn.prepare_cached("DELETE FROM search_fts WHERE rowid = ?1")?
-        .execute([rid])?;
+fn index_message(
+    conn: &Connection,
+    owner: &str,
+    rid: i64,
+    m: &Message,
+    fresh: bool,
+) -> rusqlite::Result<()> {
+    if !fresh {
+        conn.prepare_cached("DELETE FROM search_fts WHERE rowid = ?1")?
+            .execute([rid])?;
+    }
     if !m.content.is_empty() && !m.superseded {
         conn.prepare_cached(
             "INSERT INTO search_fts (rowid, owner_key, title, body, conversation_id, message_id) \
@@ -309,7 +456,7 @@ fn insert_message(
         m.error_message,
     ])?;
     let rid = conn.last_insert_rowid();
-    index_message(conn, owner, rid, m)?;
+    index_message(conn, owner, rid, m, true)?;
     Ok(rid)
 }
 
@@ -338,7 +485,7 @@ fn insert_conversation(
         next_seq
     ])?;
     let rid = conn.last_insert_rowid();
-    index_title(conn, owner, rid, &c.id, &c.title)?;
+    index_title(conn, owner, rid, &c.id, &c.title, true)?;
     Ok(rid)
 }
 
@@ -351,32 +498,54 @@ impl SqliteStore {
     pub async fn open(path: impl Into<PathBuf>) -> Result<Self> {
         let path = path.into();
         let p = path.clone();
-        let writer = tokio::task::spawn_blocking(move || -> Result<Connection> {
+        let conn = tokio::task::spawn_blocking(move || -> Result<Connection> {
             let mut conn = Connection::open(&p)?;
             conn.pragma_update(None, "journal_mode", "WAL")?;
             configure(&conn)?;
+            // Checkpoints run on the checkpointer thread, not inside a write's commit.
+            conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+            conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
             migrate(&mut conn)?;
             Ok(conn)
         })
         .await
         .map_err(join_err)??;
+        let (writer, jobs) = std::sync::mpsc::channel();
+        let (wake, woken) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("conversation-sqlite-writer".into())
+            .spawn(move || writer_loop(conn, jobs, wake))
+            .map_err(ConversationError::storage)?;
+        let p = path.clone();
+        std::thread::Builder::new()
+            .name("conversation-sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(p, woken))
+            .map_err(ConversationError::storage)?;
         Ok(Self {
             path,
-            writer: Arc::new(Mutex::new(writer)),
+            writer,
             readers: Arc::new(Mutex::new(Vec::new())),
             read_permits: Arc::new(tokio::sync::Semaphore::new(READERS)),
         })
     }
 
+    /// Queues a write for the writer thread; it runs inside a transaction (shared with
+    /// the other writes of its batch) and is answered once that transaction committed.
     async fn write<R, F>(&self, f: F) -> Result<R>
     where
         R: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<R> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<R> + Send + 'static,
     {
-        let writer = self.writer.clone();
-        tokio::task::spawn_blocking(move || f(&mut writer.lock()))
-            .await
-            .map_err(join_err)?
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let gone = || ConversationError::storage(anyhow!("sqlite writer thread stopped"));
+        self.writer
+            .send(Box::new(Job {
+                f: Some(f),
+                out: None,
+                reply,
+            }))
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
     }
 
     async fn read<R, F>(&self, f: F) -> Result<R>
@@ -417,9 +586,7 @@ impl ConversationStore for SqliteStore {
     async fn create_conversation(&self, owner: &str, c: Conversation) -> Result<()> {
         let owner = owner.to_owned();
         self.write(move |conn| {
-            let tx = conn.transaction()?;
-            insert_conversation(&tx, &owner, &c, 0)?;
-            tx.commit()?;
+            insert_conversation(conn, &owner, &c, 0)?;
             Ok(())
         })
         .await
@@ -491,23 +658,21 @@ impl ConversationStore for SqliteStore {
     ) -> Result<Option<Conversation>> {
         let (owner, id, p) = (owner.to_owned(), id.to_owned(), patch.clone());
         self.write(move |conn| {
-            let tx = conn.transaction()?;
-            let Some(rid) = conversation_rid(&tx, &owner, &id)? else {
+            let Some(rid) = conversation_rid(conn, &owner, &id)? else {
                 return Ok(None);
             };
-            tx.execute(
+            conn.prepare_cached(
                 "UPDATE conversations SET \
                  title = COALESCE(?2, title), title_set = CASE WHEN ?2 IS NULL THEN title_set ELSE 1 END, \
                  model = COALESCE(?3, model), system_prompt = COALESCE(?4, system_prompt), \
                  pinned = COALESCE(?5, pinned), updated_at = MAX(updated_at, COALESCE(?6, updated_at)) \
                  WHERE rid = ?1",
-                params![rid, p.title, p.model, p.system_prompt, p.pinned, p.touch_at_ms],
-            )?;
+            )?
+            .execute(params![rid, p.title, p.model, p.system_prompt, p.pinned, p.touch_at_ms])?;
             if let Some(title) = &p.title {
-                index_title(&tx, &owner, rid, &id, title)?;
+                index_title(conn, &owner, rid, &id, title, false)?;
             }
-            let c = get_conversation(&tx, &owner, &id)?;
-            tx.commit()?;
+            let c = get_conversation(conn, &owner, &id)?;
             Ok(c)
         })
         .await
@@ -516,11 +681,10 @@ impl ConversationStore for SqliteStore {
     async fn delete_conversation(&self, owner: &str, id: &str) -> Result<Option<Vec<String>>> {
         let (owner, id) = (owner.to_owned(), id.to_owned());
         self.write(move |conn| {
-            let tx = conn.transaction()?;
-            let Some(rid) = conversation_rid(&tx, &owner, &id)? else {
+            let Some(rid) = conversation_rid(conn, &owner, &id)? else {
                 return Ok(None);
             };
-            let blobs = tx
+            let blobs = conn
                 .prepare("SELECT attachments FROM messages WHERE conversation_rid = ?1 AND length(attachments) > 0 ORDER BY seq")?
                 .query_map([rid], |r| r.get::<_, Vec<u8>>(0))?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -528,14 +692,13 @@ impl ConversationStore for SqliteStore {
             for b in blobs {
                 attachments.extend(decode_attachments(&b)?);
             }
-            tx.execute(
+            conn.execute(
                 "DELETE FROM search_fts WHERE rowid IN (SELECT rid FROM messages WHERE conversation_rid = ?1)",
                 [rid],
             )?;
-            tx.execute("DELETE FROM search_fts WHERE rowid = ?1", [-rid])?;
-            tx.execute("DELETE FROM messages WHERE conversation_rid = ?1", [rid])?;
-            tx.execute("DELETE FROM conversations WHERE rid = ?1", [rid])?;
-            tx.commit()?;
+            conn.execute("DELETE FROM search_fts WHERE rowid = ?1", [-rid])?;
+            conn.execute("DELETE FROM messages WHERE conversation_rid = ?1", [rid])?;
+            conn.execute("DELETE FROM conversations WHERE rid = ?1", [rid])?;
             Ok(Some(super::file_ids(&attachments)))
         })
         .await
@@ -586,24 +749,22 @@ impl ConversationStore for SqliteStore {
     async fn append_message(&self, owner: &str, m: Message) -> Result<Option<Message>> {
         let owner = owner.to_owned();
         self.write(move |conn| {
-            let tx = conn.transaction()?;
-            let Some((rid, seq)): Option<(i64, i64)> = tx
-                .query_row(
-                    "SELECT rid, next_seq FROM conversations WHERE id = ?1 AND owner = ?2",
-                    params![m.conversation_id, owner],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
+            // One statement finds, counts and touches the conversation; the message's
+            // position is the sequence number before the increment.
+            let Some((rid, seq)): Option<(i64, i64)> = conn
+                .prepare_cached(
+                    "UPDATE conversations SET next_seq = next_seq + 1, message_count = message_count + 1, \
+                     updated_at = MAX(updated_at, ?3) WHERE id = ?1 AND owner = ?2 \
+                     RETURNING rid, next_seq - 1",
+                )?
+                .query_row(params![m.conversation_id, owner, m.created_at_ms], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
                 .optional()?
             else {
                 return Ok(None);
             };
-            insert_message(&tx, &owner, rid, seq, &m)?;
-            tx.execute(
-                "UPDATE conversations SET next_seq = next_seq + 1, message_count = message_count + 1, \
-                 updated_at = MAX(updated_at, ?2) WHERE rid = ?1",
-                params![rid, m.created_at_ms],
-            )?;
-            tx.commit()?;
+            insert_message(conn, &owner, rid, seq, &m)?;
             Ok(Some(m))
         })
         .await
@@ -623,8 +784,7 @@ impl ConversationStore for SqliteStore {
             patch.clone(),
         );
         self.write(move |conn| {
-            let tx = conn.transaction()?;
-            let Some((rid, stored)) = get_message(&tx, &owner, &cid, &mid)? else {
+            let Some((rid, stored)) = get_message(conn, &owner, &cid, &mid)? else {
                 return Ok(None);
             };
             let mut m = stored.message;
@@ -648,10 +808,11 @@ impl ConversationStore for SqliteStore {
                 m.error_message = e;
             }
             m.updated_at_ms = m.updated_at_ms.max(p.updated_at_ms);
-            tx.execute(
+            conn.prepare_cached(
                 "UPDATE messages SET content = ?2, status = ?3, usage = ?4, context = ?5, model = ?6, \
                  error_message = ?7, updated_at = ?8 WHERE rid = ?1",
-                params![
+            )?
+            .execute(params![
                     rid,
                     m.content,
                     m.status,
@@ -660,12 +821,10 @@ impl ConversationStore for SqliteStore {
                     m.model,
                     m.error_message,
                     m.updated_at_ms
-                ],
-            )?;
+                ])?;
             if content_changed {
-                index_message(&tx, &owner, rid, &m)?;
+                index_message(conn, &owner, rid, &m, false)?;
             }
-            tx.commit()?;
             Ok(Some(m))
         })
         .await
@@ -685,15 +844,14 @@ impl ConversationStore for SqliteStore {
             from_message_id.to_owned(),
         );
         self.write(move |conn| {
-            let tx = conn.transaction()?;
-            let Some((_, from)) = get_message(&tx, &owner, &cid, &mid)? else {
+            let Some((_, from)) = get_message(conn, &owner, &cid, &mid)? else {
                 return Ok(None);
             };
-            let Some(conv_rid) = conversation_rid(&tx, &owner, &cid)? else {
+            let Some(conv_rid) = conversation_rid(conn, &owner, &cid)? else {
                 return Ok(None);
             };
             let first = if inclusive { from.seq } else { from.seq + 1 };
-            let marked = tx
+            let marked = conn
                 .prepare(
                     "UPDATE messages SET superseded = 1, updated_at = MAX(updated_at, ?3) \
                      WHERE conversation_rid = ?1 AND seq >= ?2 AND superseded = 0 RETURNING rid, id, seq",
@@ -705,10 +863,9 @@ impl ConversationStore for SqliteStore {
             let mut marked = marked;
             marked.sort_by_key(|m| m.2);
             for (rid, _, _) in &marked {
-                tx.prepare_cached("DELETE FROM search_fts WHERE rowid = ?1")?
+                conn.prepare_cached("DELETE FROM search_fts WHERE rowid = ?1")?
                     .execute([rid])?;
             }
-            tx.commit()?;
             Ok(Some(marked.into_iter().map(|m| m.1).collect()))
         })
         .await
@@ -782,19 +939,17 @@ impl ConversationStore for SqliteStore {
     async fn import(&self, owner: &str, items: Vec<ImportItem>) -> Result<()> {
         let owner = owner.to_owned();
         self.write(move |conn| {
-            let tx = conn.transaction()?;
             for item in &items {
                 let rid = insert_conversation(
-                    &tx,
+                    conn,
                     &owner,
                     &item.conversation,
                     item.messages.len() as i64,
                 )?;
                 for (seq, m) in item.messages.iter().enumerate() {
-                    insert_message(&tx, &owner, rid, seq as i64, m)?;
+                    insert_message(conn, &owner, rid, seq as i64, m)?;
                 }
             }
-            tx.commit()?;
             Ok(())
         })
         .await
