@@ -208,22 +208,14 @@ async fn bench() -> anyhow::Result<()> {
         interval,
         duration: Duration::from_secs(secs),
     };
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status(
-            confab_proto::service_names::CHAT,
-            tonic_health::ServingStatus::Serving,
-        )
-        .await;
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .add_service(health)
-            .add_service(ChatServiceServer::new(fake))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(
-                chat_listener,
-            )),
-    );
+    // Served like the real chat binary: confab_common's GrpcServer (TCP_NODELAY on
+    // accepted sockets, the same HTTP/2 settings).
+    let routes = tonic::service::Routes::new(ChatServiceServer::new(fake));
+    let server =
+        confab_common::server::GrpcServer::new(routes, &[confab_proto::service_names::CHAT])
+            .await?;
+    let stop_chat = confab_common::Shutdown::new();
+    tokio::spawn(server.serve(chat_listener, stop_chat.clone(), Duration::from_secs(1)));
 
     // The gateway, alone in its process.
     let gw_port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -237,7 +229,10 @@ async fn bench() -> anyhow::Result<()> {
         .env("CONFAB_CHAT_URL", format!("http://{chat_addr}"))
         .env("CONFAB_DATA_DIR", data.path())
         .env("CONFAB_WEB_DIR", data.path())
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("BENCH_GATEWAY_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .env("LOG_FORMAT", "json")
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true)
@@ -262,39 +257,47 @@ async fn bench() -> anyhow::Result<()> {
         .await?;
     let token = session["token"].as_str().unwrap_or_default().to_owned();
 
-    // Phase 1: time to first token, direct vs through the gateway, interleaved.
-    // Direct: the same client stack the gateway uses for its upstreams.
-    // Request bodies are sent whole, as the gateway forwards them (a streamed unary body
-    // costs a delayed-ACK round trip on loopback that would flatter the gateway).
-    let upstream =
-        confab_common::channel::remote("CONFAB_CHAT_URL", &format!("http://{chat_addr}"))?;
-    let whole_body = tower::service_fn(move |req: http::Request<tonic::body::Body>| {
-        let upstream = upstream.clone();
-        async move {
-            use http_body_util::BodyExt;
-            use tower::ServiceExt;
-            let (parts, body) = req.into_parts();
-            let bytes = body.collect().await?.to_bytes();
-            let req = http::Request::from_parts(
-                parts,
-                tonic::body::Body::new(http_body_util::Full::new(bytes)),
-            );
-            upstream.oneshot(req).await
-        }
-    });
-    let mut direct = ChatServiceClient::new(whole_body);
-    let mut via = ChatServiceClient::new(connect(gw_addr).await?);
-    let (mut d, mut g) = (Vec::new(), Vec::new());
+    // Phase 1: time to first token, direct vs through the gateway, in the same run, at
+    // several concurrencies. Both sides use the same client (a plain tonic channel with
+    // TCP_NODELAY, as an application would); rounds alternate direct and gateway so
+    // background load hits both alike.
+    let direct = connect(chat_addr).await?;
+    let via = connect(gw_addr).await?;
     for _ in 0..20 {
-        ttft(&mut direct, None).await?;
-        ttft(&mut via, Some(&token)).await?;
+        ttft(&mut ChatServiceClient::new(direct.clone()), None).await?;
+        ttft(&mut ChatServiceClient::new(via.clone()), Some(&token)).await?;
     }
-    for _ in 0..300 {
-        d.push(ttft(&mut direct, None).await?);
-        g.push(ttft(&mut via, Some(&token)).await?);
+    let mut latency = Vec::new();
+    for (concurrency, per_worker) in [(1usize, 200usize), (10, 30), (100, 5)] {
+        let (mut d, mut g) = (Vec::new(), Vec::new());
+        for round in 0..per_worker * 2 {
+            let through_gateway = round % 2 == 1;
+            let runs = (0..concurrency).map(|_| {
+                let channel = if through_gateway {
+                    via.clone()
+                } else {
+                    direct.clone()
+                };
+                let token = through_gateway.then(|| token.clone());
+                async move { ttft(&mut ChatServiceClient::new(channel), token.as_deref()).await }
+            });
+            for r in futures::future::join_all(runs).await {
+                if through_gateway {
+                    g.push(r?)
+                } else {
+                    d.push(r?)
+                }
+            }
+        }
+        latency.push((
+            concurrency,
+            percentile(&mut d, 0.5),
+            percentile(&mut d, 0.99),
+            percentile(&mut g, 0.5),
+            percentile(&mut g, 0.99),
+            d.len(),
+        ));
     }
-    let (d50, d99) = (percentile(&mut d, 0.5), percentile(&mut d, 0.99));
-    let (g50, g99) = (percentile(&mut g, 0.5), percentile(&mut g, 0.99));
 
     // Phase 2: hold many slow streams.
     let rss_before = rss_kib(pid);
@@ -381,18 +384,20 @@ async fn bench() -> anyhow::Result<()> {
         peak_rss as f64 / 1024.0
     );
     println!("  gateway memory/stream:   {per_stream_kib:.1} KiB");
+    println!("  time to first token (ms), direct to chat vs through the gateway, same run:");
+    println!("    concurrency  samples  direct p50  p99     gateway p50  p99     added p50  p99");
+    for (c, d50, d99, g50, g99, n) in latency {
+        println!(
+            "    {c:>11}  {n:>7}  {d50:>10.2}  {d99:<7.2} {g50:>11.2}  {g99:<7.2} {:>9.2}  {:.2}",
+            g50 - d50,
+            g99 - d99
+        );
+    }
     println!(
-        "  time to first token:     direct p50 {d50:.2} ms p99 {d99:.2} ms; via gateway p50 {g50:.2} ms p99 {g99:.2} ms"
+        "  gateway RSS after the streams ended: {:.1} MiB",
+        rss_kib(pid) as f64 / 1024.0
     );
-    println!(
-        "  added by the gateway:    p50 {:.2} ms, p99 {:.2} ms (ratio p50 {:.2}x)",
-        g50 - d50,
-        g99 - d99,
-        g50 / d50
-    );
-    println!(
-        "  (the via-gateway TTFT includes the upstream hop, so it bounds the added latency: p99 <= {g99:.2} ms)"
-    );
+    stop_chat.trigger();
     let _ = child.start_kill();
     let _ = child.wait().await;
     anyhow::ensure!(errors == 0, "{errors} streams failed");

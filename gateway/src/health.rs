@@ -1,5 +1,7 @@
-//! `/health`: the gateway, each upstream service (whose own gRPC health reflects its
-//! store), and Redis. 200 when everything needed is serving, 503 otherwise — the ALB
+//! `/health`: the gateway, each upstream service (its gRPC health when remote), each
+//! service's store (a cheap read through the same channel the gateway routes to, so it
+//! works for in-process and remote services alike: SQLite or MongoDB behind the
+//! conversation service, the file metadata store behind the file service), and Redis. 200 when everything needed is serving, 503 otherwise — the ALB
 //! health check. Results are cached briefly so a busy checker cannot amplify load.
 
 use std::time::{Duration, Instant};
@@ -66,25 +68,28 @@ impl HealthState {
             return (*ok, body.clone());
         }
         let draining = self.shutdown.is_triggered();
-        let checks = futures::future::join_all(
-            self.upstreams
-                .iter()
-                .zip(&self.probes)
-                .map(|(u, p)| check_upstream(u, p.clone())),
-        )
+        let checks = futures::future::join_all(self.upstreams.iter().zip(&self.probes).map(
+            |(u, p)| async move {
+                let (service, store) =
+                    futures::future::join(check_upstream(u, p.clone()), check_store(u)).await;
+                (service, store)
+            },
+        ))
         .await;
         let mut ok = !draining;
         let mut services = serde_json::Map::new();
-        for (u, status) in self.upstreams.iter().zip(checks) {
+        for (u, (status, store)) in self.upstreams.iter().zip(checks) {
             ok &= status == "serving";
-            services.insert(
-                u.name.to_owned(),
-                json!({
-                    "mode": if u.url.is_some() { "remote" } else { "in_process" },
-                    "url": u.url,
-                    "status": status,
-                }),
-            );
+            let mut entry = json!({
+                "mode": if u.url.is_some() { "remote" } else { "in_process" },
+                "url": u.url,
+                "status": status,
+            });
+            if let Some(store) = store {
+                ok &= store == "serving";
+                entry["store"] = json!(store);
+            }
+            services.insert(u.name.to_owned(), entry);
         }
         let redis = match &self.redis_url {
             None => json!({ "configured": false }),
@@ -132,6 +137,101 @@ async fn check_upstream(u: &Upstream, probe: Option<tonic::transport::Channel>) 
         Ok(Ok(_)) => "not_serving",
         Ok(Err(s)) if s.code() == tonic::Code::NotFound => "unknown_service",
         _ => "unreachable",
+    }
+}
+
+/// The identity store probes read as (it owns nothing, so the reads are empty).
+pub const HEALTH_USER: &str = "confab-health-check";
+
+/// A cheap read that reaches the service's store: `None` for services without one.
+/// Boxed with owned inputs: the boxed channel's client futures otherwise trip rustc's
+/// higher-ranked `Send` inference inside the axum handler.
+fn check_store(u: &Upstream) -> futures::future::BoxFuture<'static, Option<&'static str>> {
+    let (service, channel) = (u.service, u.channel.clone());
+    Box::pin(store_read(service, channel))
+}
+
+/// [`GrpcChannel`] behind a concrete error type: generated clients over the boxed error
+/// trip rustc's higher-ranked `Send` inference ("`From` is not general enough").
+#[derive(Clone)]
+struct ProbeChannel(GrpcChannel);
+
+impl tower::Service<http::Request<tonic::body::Body>> for ProbeChannel {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::io::Error;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, std::io::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), std::io::Error>> {
+        self.0.poll_ready(cx).map_err(std::io::Error::other)
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let fut = self.0.call(req);
+        Box::pin(async move { fut.await.map_err(std::io::Error::other) })
+    }
+}
+
+async fn store_read(service: &'static str, channel: GrpcChannel) -> Option<&'static str> {
+    let channel = ProbeChannel(channel);
+    use confab_proto::conversation::v1 as conv;
+    use confab_proto::conversation::v1::conversation_service_client::ConversationServiceClient;
+    use confab_proto::files::v1 as files;
+    use confab_proto::files::v1::file_service_client::FileServiceClient;
+    use confab_proto::service_names;
+
+    fn request<T>(message: T) -> tonic::Request<T> {
+        let mut req = confab_common::Identity::user(HEALTH_USER).request(message);
+        req.set_timeout(CHECK_TIMEOUT);
+        req
+    }
+    let result: Result<(), tonic::Status> = match service {
+        service_names::CONVERSATION => {
+            let mut client = ConversationServiceClient::new(channel);
+            let call = client.list_conversations(request(conv::ListConversationsRequest {
+                page_size: 1,
+                ..Default::default()
+            }));
+            match tokio::time::timeout(CHECK_TIMEOUT, call).await {
+                Ok(r) => r.map(drop),
+                Err(_) => return Some("timeout"),
+            }
+        }
+        service_names::FILES => {
+            let mut client = FileServiceClient::new(channel);
+            let call = client.list_files(request(files::ListFilesRequest {
+                page_size: 1,
+                ..Default::default()
+            }));
+            match tokio::time::timeout(CHECK_TIMEOUT, call).await {
+                Ok(r) => r.map(drop),
+                Err(_) => return Some("timeout"),
+            }
+        }
+        _ => return None,
+    };
+    Some(store_status(result.err().map(|s| s.code())))
+}
+
+/// A read's outcome as a store status: any answer the service decided on means the store
+/// answered; transport and server failures mean it did not.
+fn store_status(code: Option<tonic::Code>) -> &'static str {
+    use tonic::Code;
+    match code {
+        None
+        | Some(
+            Code::NotFound
+            | Code::InvalidArgument
+            | Code::PermissionDenied
+            | Code::Unauthenticated
+            | Code::ResourceExhausted
+            | Code::FailedPrecondition,
+        ) => "serving",
+        Some(Code::DeadlineExceeded | Code::Cancelled) => "timeout",
+        Some(Code::Unavailable) => "unavailable",
+        Some(_) => "error",
     }
 }
 

@@ -585,6 +585,70 @@ async fn health_goes_503_when_a_remote_upstream_is_down() {
     assert_ne!(body["services"]["files"]["status"], "serving");
 }
 
+/// A conversation service whose gRPC health says SERVING but whose store is broken:
+/// every call fails with INTERNAL.
+#[derive(Clone)]
+struct BrokenStore;
+
+impl tonic::server::NamedService for BrokenStore {
+    const NAME: &'static str = confab_proto::service_names::CONVERSATION;
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for BrokenStore {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Request<tonic::body::Body>) -> Self::Future {
+        std::future::ready(Ok(tonic::Status::internal("database is down").into_http()))
+    }
+}
+
+#[tokio::test]
+async fn health_checks_each_store_not_only_service_health() {
+    let http = reqwest::Client::new();
+    // In process: the SQLite conversation store and the file store answer.
+    let gw = Gw::start(|_| {}).await;
+    let r = http.get(gw.url("/health")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        body["services"]["conversation"]["store"], "serving",
+        "{body}"
+    );
+    assert_eq!(body["services"]["files"]["store"], "serving", "{body}");
+    drop(gw);
+
+    // Remote: the service's own health is SERVING, its store is not.
+    let (listener, addr) = confab_common::testing::local_listener().await;
+    let stop = confab_common::Shutdown::new();
+    let server = confab_common::server::GrpcServer::new(
+        tonic::service::Routes::new(BrokenStore),
+        &[confab_proto::service_names::CONVERSATION],
+    )
+    .await
+    .unwrap();
+    tokio::spawn(server.serve(listener, stop.clone(), Duration::from_millis(100)));
+    let gw = Gw::start_with(|_| {}, |u| u.conversation = Some(format!("http://{addr}"))).await;
+    let r = http.get(gw.url("/health")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        body["services"]["conversation"]["status"], "serving",
+        "{body}"
+    );
+    assert_eq!(body["services"]["conversation"]["store"], "error", "{body}");
+    assert_eq!(body["services"]["files"]["store"], "serving", "{body}");
+    stop.trigger();
+}
+
 #[tokio::test]
 async fn stalled_connections_are_closed() {
     let gw = Gw::start(|e| e.limits.header_read_timeout = Duration::from_secs(1)).await;

@@ -59,6 +59,17 @@ pub async fn set_not_serving(reporter: &HealthReporter, names: &[&'static str]) 
     }
 }
 
+/// Concurrent HTTP/2 streams per connection. Callers are the gateway and other services
+/// (a few pooled connections each, see [`crate::channel::remote`]), each of which may
+/// carry thousands of long chat streams; beyond this a caller's new streams queue.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 16_384;
+
+/// Streams a caller may reset before this server has accepted them. h2's default (20)
+/// is a rapid-reset guard for the open internet; here the caller is the gateway, which
+/// legitimately cancels many upstream streams at once when browsers go away, and
+/// exceeding the limit resets the whole connection (`ENHANCE_YOUR_CALM`).
+pub const MAX_PENDING_ACCEPT_RESETS: usize = 4096;
+
 /// A service binary's gRPC server.
 pub struct GrpcServer {
     routes: Routes,
@@ -104,6 +115,9 @@ impl GrpcServer {
             let _ = drain_started_tx.send(());
         };
         let server = Server::builder()
+            .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+            .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESETS))
+            .http2_adaptive_window(Some(false))
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .trace_fn(confab_telemetry::grpc_server_span)
