@@ -102,8 +102,7 @@ const MSG_COLS: &str = "seq, id, conversation_id, role, content, status, attachm
 pub struct SqliteStore {
     path: PathBuf,
     writer: std::sync::mpsc::Sender<Box<dyn WriteJob>>,
-    readers: Arc<Mutex<Vec<Connection>>>,
-    read_permits: Arc<tokio::sync::Semaphore>,
+    readers: std::sync::mpsc::Sender<ReadJob>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -160,6 +159,34 @@ where
             (None, _) => Err(ConversationError::storage(anyhow!("sqlite write not run"))),
         };
         let _ = self.reply.send(out);
+    }
+}
+
+/// One queued read: gets the reader's connection (or why it could not open one).
+type ReadJob = Box<dyn FnOnce(Result<&Connection>) + Send>;
+
+/// A reader thread: takes reads from the shared queue, one at a time, on its own
+/// read-only connection (opened at the first read, again after a failure to open).
+fn reader_loop(path: &Path, reads: &Mutex<std::sync::mpsc::Receiver<ReadJob>>) {
+    let mut conn: Option<Connection> = None;
+    loop {
+        let Ok(job) = reads.lock().recv() else {
+            return;
+        };
+        if conn.is_none() {
+            match open_reader(path) {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    job(Err(e));
+                    continue;
+                }
+            }
+        }
+        let c = conn.as_ref().expect("opened above");
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(Ok(c)))).is_err() {
+            // The caller sees its reply dropped; a fresh connection for the next read.
+            conn = None;
+        }
     }
 }
 
@@ -521,11 +548,19 @@ impl SqliteStore {
             .name("conversation-sqlite-checkpoint".into())
             .spawn(move || checkpoint_loop(p, woken))
             .map_err(ConversationError::storage)?;
+        let (readers, reads) = std::sync::mpsc::channel();
+        let reads = Arc::new(Mutex::new(reads));
+        for i in 0..READERS {
+            let (p, reads) = (path.clone(), reads.clone());
+            std::thread::Builder::new()
+                .name(format!("conversation-sqlite-reader-{i}"))
+                .spawn(move || reader_loop(&p, &reads))
+                .map_err(ConversationError::storage)?;
+        }
         Ok(Self {
             path,
             writer,
-            readers: Arc::new(Mutex::new(Vec::new())),
-            read_permits: Arc::new(tokio::sync::Semaphore::new(READERS)),
+            readers,
         })
     }
 
@@ -548,32 +583,21 @@ impl SqliteStore {
         answer.await.map_err(|_| gone())?
     }
 
+    /// Runs a read on one of the reader threads (each with its own connection).
     async fn read<R, F>(&self, f: F) -> Result<R>
     where
         R: Send + 'static,
         F: FnOnce(&Connection) -> Result<R> + Send + 'static,
     {
-        let permit = self
-            .read_permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| ConversationError::storage(anyhow!(e)))?;
-        let pool = self.readers.clone();
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let pooled = pool.lock().pop();
-            let conn = match pooled {
-                Some(c) => c,
-                None => open_reader(&path)?,
-            };
-            let out = f(&conn);
-            pool.lock().push(conn);
-            out
-        })
-        .await
-        .map_err(join_err)?
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let gone = || ConversationError::storage(anyhow!("sqlite reader threads stopped"));
+        self.readers
+            .send(Box::new(move |conn: Result<&Connection>| {
+                let out = conn.and_then(f);
+                let _ = reply.send(out);
+            }))
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
     }
 }
 
