@@ -14,6 +14,17 @@ pub struct SendMessageRequest {
     /// Used when a new conversation is started.
     #[prost(string, tag = "5")]
     pub system_prompt: ::prost::alloc::string::String,
+    /// Opt-in for browsers and other clients that may go away mid-answer (a refresh).
+    /// When true, a client disconnect does not cancel the generation: it runs to completion
+    /// (bounded by the model's max output tokens, still holding its rate-limit stream lease,
+    /// renewed), is stored as COMPLETE, and can be re-attached with Attach from any sequence
+    /// while it runs and for a while after. StopGeneration still cancels it promptly.
+    /// Each user may have at most as many detached generations running as their concurrent
+    /// stream limit allows (RESOURCE_EXHAUSTED beyond that).
+    /// When false (the default, for API clients), dropping the stream cancels the upstream
+    /// model call promptly and stores the partial answer as STOPPED.
+    #[prost(bool, tag = "6")]
+    pub detach_on_disconnect: bool,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct RegenerateRequest {
@@ -21,6 +32,9 @@ pub struct RegenerateRequest {
     pub conversation_id: ::prost::alloc::string::String,
     #[prost(string, tag = "2")]
     pub model: ::prost::alloc::string::String,
+    /// As SendMessageRequest.detach_on_disconnect.
+    #[prost(bool, tag = "3")]
+    pub detach_on_disconnect: bool,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct EditAndResendRequest {
@@ -35,6 +49,9 @@ pub struct EditAndResendRequest {
     pub file_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
     #[prost(string, tag = "5")]
     pub model: ::prost::alloc::string::String,
+    /// As SendMessageRequest.detach_on_disconnect.
+    #[prost(bool, tag = "6")]
+    pub detach_on_disconnect: bool,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct AttachRequest {

@@ -9,6 +9,7 @@
 pub mod channel;
 pub mod context;
 pub mod error;
+pub mod metrics;
 pub mod provider;
 pub mod registry;
 pub mod service;
@@ -49,6 +50,9 @@ pub struct Config {
     pub conversation_url: Option<String>,
     pub files_url: Option<String>,
     pub ratelimit_url: Option<String>,
+    /// Detached generations (`detach_on_disconnect`) one user may run at once; from
+    /// `MAX_CONCURRENT_STREAMS` (each also holds a rate-limit stream lease).
+    pub max_detached_per_user: usize,
 }
 
 impl Default for Config {
@@ -61,6 +65,7 @@ impl Default for Config {
             conversation_url: None,
             files_url: None,
             ratelimit_url: None,
+            max_detached_per_user: 3,
         }
     }
 }
@@ -93,6 +98,12 @@ impl Config {
             conversation_url: config::env_url("CONFAB_CONVERSATION_URL")?,
             files_url: config::env_url("CONFAB_FILES_URL")?,
             ratelimit_url: config::env_url("CONFAB_RATELIMIT_URL")?,
+            max_detached_per_user: config::env_parse_range(
+                "MAX_CONCURRENT_STREAMS",
+                3u32,
+                1,
+                100_000,
+            )? as usize,
             ..Self::default()
         })
     }
@@ -199,6 +210,22 @@ fn events(s: impl Stream<Item = chat::ChatEvent> + Send + 'static) -> EventStrea
     Box::pin(s.map(Ok))
 }
 
+/// Runs the preparation of a turn. When `detach`, it runs in its own task: a client
+/// leaving while the turn is prepared (a refresh right after sending) does not lose it.
+async fn until_done<T: Send + 'static>(
+    detach: bool,
+    f: impl std::future::Future<Output = Result<T, crate::error::ChatError>> + Send + 'static,
+) -> Result<T, Status> {
+    if detach {
+        match tokio::spawn(f).await {
+            Ok(r) => r.map_err(Status::from),
+            Err(e) => Err(Status::internal(format!("the request failed: {e}"))),
+        }
+    } else {
+        f.await.map_err(Status::from)
+    }
+}
+
 fn is_terminal(e: &chat::ChatEvent) -> bool {
     matches!(
         e.event,
@@ -215,8 +242,13 @@ impl ChatService for ChatServiceImpl {
     ) -> Result<Response<EventStream>, Status> {
         let id = Identity::from_request(&request)?;
         tracing::Span::current().record("user", id.user_id.as_str());
-        let g = self.chat.send(&id, request.into_inner()).await?;
-        Ok(Response::new(events(g.subscribe(0, true))))
+        let req = request.into_inner();
+        let chat = self.chat.clone();
+        let g = until_done(req.detach_on_disconnect, async move {
+            chat.send(&id, req).await
+        })
+        .await?;
+        Ok(Response::new(events(g.primary())))
     }
 
     #[tracing::instrument(skip_all, fields(user))]
@@ -226,8 +258,14 @@ impl ChatService for ChatServiceImpl {
     ) -> Result<Response<chat::SendMessageSimpleResponse>, Status> {
         let id = Identity::from_request(&request)?;
         tracing::Span::current().record("user", id.user_id.as_str());
-        let g = self.chat.send(&id, request.into_inner()).await?;
-        let mut stream = Box::pin(g.subscribe(0, true));
+        let req = request.into_inner();
+        let chat = self.chat.clone();
+        let id2 = id.clone();
+        let g = until_done(req.detach_on_disconnect, async move {
+            chat.send(&id2, req).await
+        })
+        .await?;
+        let mut stream = Box::pin(g.primary());
         let (mut user_id, mut assistant_id, mut title) = (String::new(), String::new(), None);
         let mut failed = None;
         while let Some(ev) = stream.next().await {
@@ -269,8 +307,13 @@ impl ChatService for ChatServiceImpl {
         request: Request<chat::RegenerateRequest>,
     ) -> Result<Response<EventStream>, Status> {
         let id = Identity::from_request(&request)?;
-        let g = self.chat.regenerate(&id, request.into_inner()).await?;
-        Ok(Response::new(events(g.subscribe(0, true))))
+        let req = request.into_inner();
+        let chat = self.chat.clone();
+        let g = until_done(req.detach_on_disconnect, async move {
+            chat.regenerate(&id, req).await
+        })
+        .await?;
+        Ok(Response::new(events(g.primary())))
     }
 
     async fn edit_and_resend(
@@ -278,8 +321,13 @@ impl ChatService for ChatServiceImpl {
         request: Request<chat::EditAndResendRequest>,
     ) -> Result<Response<EventStream>, Status> {
         let id = Identity::from_request(&request)?;
-        let g = self.chat.edit_and_resend(&id, request.into_inner()).await?;
-        Ok(Response::new(events(g.subscribe(0, true))))
+        let req = request.into_inner();
+        let chat = self.chat.clone();
+        let g = until_done(req.detach_on_disconnect, async move {
+            chat.edit_and_resend(&id, req).await
+        })
+        .await?;
+        Ok(Response::new(events(g.primary())))
     }
 
     async fn attach(

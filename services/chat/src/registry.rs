@@ -1,9 +1,17 @@
 //! Running and recently finished generations: their events (bounded) for Attach, and a
 //! cancellation token for StopGeneration and for the client going away.
+//!
+//! A *detached* generation (`detach_on_disconnect`) is not cancelled when its client
+//! goes away; each owner may run at most `max_detached` of them at once (a slot is taken
+//! before any work and given back when the generation ends). Finished generations stay
+//! for re-attach for [`FINISHED_TTL`] (at most [`MAX_FINISHED`]) and are then dropped,
+//! also when nobody ever re-attaches.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use confab_proto::chat::v1::ChatEvent;
 use futures::Stream;
@@ -22,6 +30,8 @@ pub struct Generation {
     pub owner: String,
     pub conversation_id: String,
     pub cancel: CancellationToken,
+    /// The client going away does not cancel it.
+    pub detached: bool,
     inner: Mutex<Inner>,
     /// Latest sequence number published.
     seq_tx: watch::Sender<u64>,
@@ -80,6 +90,12 @@ impl Generation {
         (out, inner.finished)
     }
 
+    /// The stream of the call that started the generation: from the start, and (unless
+    /// detached) cancelling the generation when dropped before the end.
+    pub fn primary(self: &Arc<Self>) -> impl Stream<Item = ChatEvent> + Send + 'static {
+        self.subscribe(0, !self.detached)
+    }
+
     /// Events with sequence > `after`, live until the generation finishes. When
     /// `cancel_on_drop`, dropping the stream before the end cancels the generation.
     pub fn subscribe(
@@ -133,23 +149,98 @@ impl Generation {
     }
 }
 
-#[derive(Default)]
 pub struct Registry {
     inner: Mutex<RegistryInner>,
+    max_detached: usize,
+    ttl: Duration,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new(3)
+    }
 }
 
 #[derive(Default)]
 struct RegistryInner {
     by_id: HashMap<String, Arc<Generation>>,
     finished: VecDeque<(Instant, String)>,
+    /// Detached generations running (or being prepared) per owner.
+    detached: HashMap<String, usize>,
+}
+
+/// One of an owner's detached-generation slots; given back when dropped.
+pub struct DetachedSlot {
+    registry: Arc<Registry>,
+    owner: String,
+}
+
+impl Drop for DetachedSlot {
+    fn drop(&mut self) {
+        let mut inner = self.registry.inner.lock();
+        if let Some(n) = inner.detached.get_mut(&self.owner) {
+            *n -= 1;
+            if *n == 0 {
+                inner.detached.remove(&self.owner);
+            }
+        }
+    }
 }
 
 impl Registry {
-    pub fn start(&self, id: String, owner: String, conversation_id: String) -> Arc<Generation> {
+    /// At most `max_detached` detached generations per owner at once.
+    pub fn new(max_detached: usize) -> Self {
+        Self::with_ttl(max_detached, FINISHED_TTL)
+    }
+
+    /// Keeping finished generations for `ttl` instead of [`FINISHED_TTL`].
+    pub fn with_ttl(max_detached: usize, ttl: Duration) -> Self {
+        Self {
+            inner: Mutex::default(),
+            max_detached,
+            ttl,
+        }
+    }
+
+    /// How long a finished generation stays for re-attach.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Takes one of `owner`'s detached slots; `None` when all are in use.
+    pub fn try_detach(self: &Arc<Self>, owner: &str) -> Option<DetachedSlot> {
+        let mut inner = self.inner.lock();
+        let n = inner.detached.entry(owner.to_owned()).or_default();
+        if *n >= self.max_detached {
+            if *n == 0 {
+                inner.detached.remove(owner);
+            }
+            return None;
+        }
+        *n += 1;
+        Some(DetachedSlot {
+            registry: self.clone(),
+            owner: owner.to_owned(),
+        })
+    }
+
+    /// Detached generations `owner` runs now.
+    pub fn detached(&self, owner: &str) -> usize {
+        self.inner.lock().detached.get(owner).copied().unwrap_or(0)
+    }
+
+    pub fn start(
+        &self,
+        id: String,
+        owner: String,
+        conversation_id: String,
+        detached: bool,
+    ) -> Arc<Generation> {
         let g = Arc::new(Generation {
             id: id.clone(),
             owner,
             conversation_id,
+            detached,
             cancel: CancellationToken::new(),
             inner: Mutex::new(Inner {
                 events: VecDeque::new(),
@@ -158,26 +249,48 @@ impl Registry {
             }),
             seq_tx: watch::channel(0).0,
         });
-        self.inner.lock().by_id.insert(id, g.clone());
+        let mut inner = self.inner.lock();
+        self.prune(&mut inner);
+        inner.by_id.insert(id, g.clone());
         g
     }
 
-    /// Finishes `g` and keeps it for re-attach within the bounds.
+    /// Finishes `g` and keeps it for re-attach within the bounds. Call [`Registry::expire`]
+    /// after [`Registry::ttl`] so it goes even if no other generation ever finishes.
     pub fn finish(&self, g: &Generation) {
         g.finish();
         let mut inner = self.inner.lock();
+        inner.finished.push_back((Instant::now(), g.id.clone()));
+        self.prune(&mut inner);
+    }
+
+    /// Drops finished generations past their time.
+    pub fn expire(&self) {
+        let mut inner = self.inner.lock();
+        self.prune(&mut inner);
+    }
+
+    fn prune(&self, inner: &mut RegistryInner) {
         let now = Instant::now();
-        inner.finished.push_back((now, g.id.clone()));
         while inner.finished.len() > MAX_FINISHED
             || inner
                 .finished
                 .front()
-                .is_some_and(|(t, _)| now.duration_since(*t) > FINISHED_TTL)
+                .is_some_and(|(t, _)| now.duration_since(*t) >= self.ttl)
         {
             if let Some((_, id)) = inner.finished.pop_front() {
                 inner.by_id.remove(&id);
             }
         }
+    }
+
+    /// Generations held (running and finished).
+    pub fn len(&self) -> usize {
+        self.inner.lock().by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// The generation if it exists and belongs to `owner`.
@@ -208,7 +321,7 @@ mod tests {
     #[tokio::test]
     async fn replays_then_follows_live_and_ends() {
         let r = Registry::default();
-        let g = r.start("g1".into(), "alice".into(), "c1".into());
+        let g = r.start("g1".into(), "alice".into(), "c1".into(), false);
         for _ in 0..3 {
             g.publish(ChatEvent::default());
         }
@@ -228,11 +341,63 @@ mod tests {
     #[tokio::test]
     async fn dropping_the_primary_stream_cancels() {
         let r = Registry::default();
-        let g = r.start("g1".into(), "alice".into(), "c1".into());
-        let s = g.subscribe(0, true);
+        let g = r.start("g1".into(), "alice".into(), "c1".into(), false);
+        let s = g.primary();
         drop(s);
         assert!(g.cancel.is_cancelled());
         assert!(r.get("g1", "bob").is_none());
         assert!(r.get("g1", "alice").is_some());
+    }
+
+    #[tokio::test]
+    async fn dropping_a_detached_primary_stream_does_not_cancel() {
+        let r = Registry::default();
+        let g = r.start("g1".into(), "alice".into(), "c1".into(), true);
+        let mut s = Box::pin(g.primary());
+        g.publish(ChatEvent::default());
+        assert_eq!(s.next().await.unwrap().sequence, 1);
+        drop(s);
+        assert!(!g.cancel.is_cancelled());
+    }
+
+    #[test]
+    fn detached_slots_are_bounded_per_owner_and_given_back() {
+        let r = Arc::new(Registry::new(2));
+        let a = r.try_detach("alice").unwrap();
+        let b = r.try_detach("alice").unwrap();
+        assert!(r.try_detach("alice").is_none());
+        assert!(r.try_detach("bob").is_some(), "other owners have their own");
+        assert_eq!(r.detached("alice"), 2);
+        drop(a);
+        let c = r.try_detach("alice").unwrap();
+        drop((b, c));
+        assert_eq!(r.detached("alice"), 0);
+        assert!(r.inner.lock().detached.is_empty(), "no entry left behind");
+    }
+
+    #[test]
+    fn finished_generations_are_kept_for_their_time_then_dropped() {
+        let r = Registry::default();
+        let g = r.start("g1".into(), "alice".into(), "c1".into(), true);
+        r.finish(&g);
+        r.expire();
+        assert!(r.get("g1", "alice").is_some(), "kept for re-attach");
+        assert_eq!(r.running(), 0);
+
+        // Past its time (zero here), `expire` drops it without any other activity.
+        let r = Registry::with_ttl(3, Duration::ZERO);
+        let g = r.start("g1".into(), "alice".into(), "c1".into(), true);
+        let running = r.start("g2".into(), "alice".into(), "c1".into(), true);
+        assert_eq!(r.len(), 2);
+        g.finish();
+        r.inner
+            .lock()
+            .finished
+            .push_back((Instant::now(), "g1".into()));
+        r.expire();
+        assert!(r.get("g1", "alice").is_none());
+        assert!(r.get("g2", "alice").is_some(), "running ones stay");
+        r.finish(&running);
+        assert!(r.is_empty());
     }
 }

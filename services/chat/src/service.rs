@@ -19,12 +19,13 @@ use tokio::time::Instant;
 use crate::channel::Channel;
 use crate::context::{self, FileInput, HistoryMessage, Plan, PlanInput, TextPart};
 use crate::error::ChatError;
+use crate::metrics::Metrics;
 use crate::provider::ModelStream;
 use crate::provider::{
     Finish, ModelEvent, ModelProvider, ModelRequest, ModelSpec, PromptMessage, ProviderError, Role,
     Usage,
 };
-use crate::registry::{Generation, Registry};
+use crate::registry::{DetachedSlot, Generation, Registry};
 use crate::{ChatDeps, Config};
 
 const MAX_CONTENT_BYTES: usize = 256 * 1024;
@@ -183,7 +184,8 @@ impl Providers {
 pub struct Chat {
     config: Config,
     providers: Providers,
-    registry: Registry,
+    registry: Arc<Registry>,
+    metrics: Metrics,
     conversation: ConversationServiceClient<Channel>,
     files: FileServiceClient<Channel>,
     ratelimit: RateLimitServiceClient<Channel>,
@@ -191,6 +193,8 @@ pub struct Chat {
 
 /// What the user asked for in this turn.
 struct Ask {
+    /// When the request arrived (time to first token counts from here).
+    received: Instant,
     content: String,
     files: AttachedFiles,
     /// Set when an existing user message is answered again (regenerate).
@@ -218,6 +222,9 @@ pub struct Turn {
     created: bool,
     title_from: Option<String>,
     upstream: AbortOnDrop<Result<ModelStream, ProviderError>>,
+    received: Instant,
+    /// Held while a detached generation runs.
+    detached: Option<DetachedSlot>,
 }
 
 /// A spawned task that is aborted when its handle is dropped.
@@ -275,20 +282,42 @@ fn is_unimplemented(s: &tonic::Status) -> bool {
 impl Chat {
     pub fn new(config: Config, providers: Providers, deps: ChatDeps) -> Self {
         Self {
-            config,
             providers,
-            registry: Registry::default(),
+            registry: Arc::new(Registry::new(config.max_detached_per_user)),
+            metrics: Metrics::global(),
             conversation: ConversationServiceClient::new(Channel::new(deps.conversation)),
             files: FileServiceClient::new(Channel::new(deps.files)),
             ratelimit: RateLimitServiceClient::new(Channel::new(deps.ratelimit)),
+            config,
         }
+    }
+
+    /// One of the user's detached-generation slots when `detach` is asked for.
+    fn detached_slot(
+        &self,
+        id: &Identity,
+        detach: bool,
+    ) -> Result<Option<DetachedSlot>, ChatError> {
+        if !detach {
+            return Ok(None);
+        }
+        self.registry
+            .try_detach(&id.user_id)
+            .map(Some)
+            .ok_or_else(|| ChatError::RateLimited {
+                message: format!(
+                    "{} answers are already running for you; wait for one to finish or stop it",
+                    self.config.max_detached_per_user
+                ),
+                retry_after_seconds: 5,
+            })
     }
 
     pub fn providers(&self) -> &Providers {
         &self.providers
     }
 
-    pub fn registry(&self) -> &Registry {
+    pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
     }
 
@@ -299,7 +328,9 @@ impl Chat {
         id: &Identity,
         req: chat::SendMessageRequest,
     ) -> Result<Arc<Generation>, ChatError> {
+        let received = Instant::now();
         validate_content(&req.content, &req.file_ids)?;
+        let slot = self.detached_slot(id, req.detach_on_disconnect)?;
         let created = req.conversation_id.is_empty();
         // The quota decision and the conversation load run together.
         let (_, estimate_spec) = self.providers.resolve(&req.model)?;
@@ -345,6 +376,7 @@ impl Chat {
             let history = history?;
             let first = !conversation.title_set && history.is_empty();
             let ask = Ask {
+                received,
                 content: req.content.clone(),
                 files: files?,
                 existing_user_message: None,
@@ -364,7 +396,7 @@ impl Chat {
             .await
         }
         .await;
-        self.start_or_release(id, lease, result).await
+        self.start_or_release(id, lease, result, slot).await
     }
 
     pub async fn regenerate(
@@ -372,6 +404,8 @@ impl Chat {
         id: &Identity,
         req: chat::RegenerateRequest,
     ) -> Result<Arc<Generation>, ChatError> {
+        let received = Instant::now();
+        let slot = self.detached_slot(id, req.detach_on_disconnect)?;
         let conversation = self.get_conversation(id, &req.conversation_id).await?;
         let mut history = self.history(id, &conversation.id).await?;
         let Some(pos) = history
@@ -390,6 +424,7 @@ impl Chat {
         let files = self.fetch_files(id, &file_ids, spec.vision).await?;
         let lease = ReleaseOnDrop::new(self, id, self.acquire(id, &user.content, &spec).await?);
         let ask = Ask {
+            received,
             content: user.content.clone(),
             files,
             existing_user_message: Some(user.clone()),
@@ -409,7 +444,7 @@ impl Chat {
                 false,
             )
             .await;
-        self.start_or_release(id, lease, result).await
+        self.start_or_release(id, lease, result, slot).await
     }
 
     pub async fn edit_and_resend(
@@ -417,7 +452,9 @@ impl Chat {
         id: &Identity,
         req: chat::EditAndResendRequest,
     ) -> Result<Arc<Generation>, ChatError> {
+        let received = Instant::now();
         validate_content(&req.content, &req.file_ids)?;
+        let slot = self.detached_slot(id, req.detach_on_disconnect)?;
         let conversation = self.get_conversation(id, &req.conversation_id).await?;
         let mut history = self.history(id, &conversation.id).await?;
         let Some(pos) = history
@@ -435,6 +472,7 @@ impl Chat {
         let files = self.fetch_files(id, &req.file_ids, spec.vision).await?;
         let lease = ReleaseOnDrop::new(self, id, self.acquire(id, &req.content, &spec).await?);
         let ask = Ask {
+            received,
             content: req.content.clone(),
             files,
             existing_user_message: None,
@@ -455,7 +493,7 @@ impl Chat {
                 first,
             )
             .await;
-        self.start_or_release(id, lease, result).await
+        self.start_or_release(id, lease, result, slot).await
     }
 
     pub async fn stop(&self, id: &Identity, generation_id: &str) -> Result<bool, ChatError> {
@@ -654,10 +692,11 @@ impl Chat {
         id: &Identity,
         guard: ReleaseOnDrop,
         prepared: Result<PreparedTurn, ChatError>,
+        detached: Option<DetachedSlot>,
     ) -> Result<Arc<Generation>, ChatError> {
         let lease = guard.disarm();
         match prepared {
-            Ok(p) => Ok(self.start(p.into_turn(lease))),
+            Ok(p) => Ok(self.start(p.into_turn(lease, detached))),
             Err(e) => {
                 self.release(id, &lease, 0).await;
                 Err(e)
@@ -825,6 +864,7 @@ impl Chat {
             created,
             title_from: first_exchange.then_some(ask.content),
             upstream,
+            received: ask.received,
         })
     }
 
@@ -836,6 +876,7 @@ impl Chat {
             generation_id,
             turn.identity.user_id.clone(),
             turn.conversation_id.clone(),
+            turn.detached.is_some(),
         );
         g.publish(event(chat::chat_event::Event::Started(chat::Started {
             user_message_id: turn.user_message.id.clone(),
@@ -849,13 +890,21 @@ impl Chat {
         let this = self.clone();
         let g2 = g.clone();
         tokio::spawn(async move {
-            this.run(turn, &g2).await;
+            let slot = this.run(turn, &g2).await;
             this.registry.finish(&g2);
+            drop((slot, g2));
+            // Nobody may ever re-attach: drop it from the registry when its time is up.
+            let registry = this.registry.clone();
+            drop(this);
+            tokio::time::sleep(registry.ttl()).await;
+            registry.expire();
         });
         g
     }
 
-    async fn run(self: &Arc<Self>, mut turn: Turn, g: &Generation) {
+    /// Runs the generation to its end; gives back the detached slot to drop after finish.
+    async fn run(self: &Arc<Self>, mut turn: Turn, g: &Generation) -> Option<DetachedSlot> {
+        let detached = turn.detached.take();
         let id = &turn.identity;
         let title_task = turn.title_from.clone().map(|text| {
             let provider = turn.provider.clone();
@@ -873,6 +922,7 @@ impl Chat {
             text.push_str(&note);
         }
 
+        let mut first_token = true;
         let mut usage: Option<Usage> = None;
         let mut finish = Finish::Stop;
         let mut stopped = false;
@@ -921,6 +971,13 @@ impl Chat {
                                     }
                                     None => break,
                                 }
+                            }
+                            if first_token {
+                                first_token = false;
+                                self.metrics.time_to_first_token(
+                                    &turn.spec.id,
+                                    turn.received.elapsed().as_secs_f64(),
+                                );
                             }
                             text.push_str(&t);
                             g.publish(delta(&t));
@@ -981,7 +1038,8 @@ impl Chat {
             }),
         )
         .await;
-        self.release(id, &turn.lease, usage.total_tokens).await;
+        self.metrics
+            .tokens(&turn.spec.id, usage.prompt_tokens, usage.completion_tokens);
 
         let chat_usage = chat::Usage {
             prompt_tokens: usage.prompt_tokens,
@@ -991,9 +1049,21 @@ impl Chat {
         if usage.total_tokens > 0 {
             g.publish(event(chat::chat_event::Event::Usage(chat_usage)));
         }
+        // The title's tokens count against the user's budget too: one release covers both.
+        let mut title_tokens = 0;
         if let Some(task) = title_task
-            && let Ok(Ok(title)) = tokio::time::timeout(TITLE_TIMEOUT, task).await
+            && let Ok(Ok(made)) = tokio::time::timeout(TITLE_TIMEOUT, task).await
         {
+            let Title {
+                text: title,
+                model,
+                usage: title_usage,
+            } = made;
+            if let (Some(model), Some(u)) = (model, title_usage) {
+                title_tokens = u.total_tokens;
+                self.metrics
+                    .tokens(&model, u.prompt_tokens, u.completion_tokens);
+            }
             let r = conv_update(
                 self.conversation.clone(),
                 id.request(conv::UpdateConversationRequest {
@@ -1012,6 +1082,12 @@ impl Chat {
                 Err(e) => tracing::warn!(error = %e, "could not name the conversation"),
             }
         }
+        self.release(
+            id,
+            &turn.lease,
+            usage.total_tokens.saturating_add(title_tokens),
+        )
+        .await;
 
         let last = if let Err(e) = saved {
             tracing::error!(error = %e, "could not store the answer");
@@ -1047,6 +1123,7 @@ impl Chat {
             })
         };
         g.publish(event(last));
+        detached
     }
 
     /// Stores the partial answer in the background (bounded by `save_interval`).
@@ -1093,10 +1170,11 @@ struct PreparedTurn {
     generation_id: String,
     created: bool,
     title_from: Option<String>,
+    received: Instant,
 }
 
 impl PreparedTurn {
-    fn into_turn(self, lease: Lease) -> (Turn, String) {
+    fn into_turn(self, lease: Lease, detached: Option<DetachedSlot>) -> (Turn, String) {
         (
             Turn {
                 identity: self.identity,
@@ -1110,6 +1188,8 @@ impl PreparedTurn {
                 created: self.created,
                 title_from: self.title_from,
                 upstream: self.upstream,
+                received: self.received,
+                detached,
             },
             self.generation_id,
         )
@@ -1173,45 +1253,73 @@ fn delta(text: &str) -> chat::ChatEvent {
     }))
 }
 
+/// A conversation title and what making it cost.
+pub struct Title {
+    pub text: String,
+    /// The title model, when one was called.
+    pub model: Option<String>,
+    /// Its tokens (reported, else counted), when one was called.
+    pub usage: Option<Usage>,
+}
+
 /// A conversation title from its first message: the title model when there is one,
 /// else (or when it fails) the message's first words.
-pub async fn make_title(provider: &dyn ModelProvider, first_message: &str) -> String {
+pub async fn make_title(provider: &dyn ModelProvider, first_message: &str) -> Title {
     let fallback = heuristic_title(first_message);
     let Some(model) = provider.title_model() else {
-        return fallback;
+        return Title {
+            text: fallback,
+            model: None,
+            usage: None,
+        };
     };
+    const INSTRUCTION: &str = "Write a short title (at most 6 words) for a conversation that starts with the user's message. Reply with the title only, no quotes.";
+    let message: String = first_message.chars().take(2000).collect();
     let request = ModelRequest {
-        model,
+        model: model.clone(),
         messages: vec![
-            PromptMessage::text(
-                Role::System,
-                "Write a short title (at most 6 words) for a conversation that starts with the user's message. Reply with the title only, no quotes.",
-            ),
-            PromptMessage::text(
-                Role::User,
-                first_message.chars().take(2000).collect::<String>(),
-            ),
+            PromptMessage::text(Role::System, INSTRUCTION),
+            PromptMessage::text(Role::User, message.clone()),
         ],
         max_output_tokens: 20,
     };
+    let mut reported: Option<Usage> = None;
+    let mut out = String::new();
+    let mut called = false;
     let collect = async {
         let mut s = provider.stream(request).await.ok()?;
-        let mut out = String::new();
+        called = true;
         while let Some(ev) = s.next().await {
             match ev {
                 Ok(ModelEvent::Delta(t)) => out.push_str(&t),
+                Ok(ModelEvent::Usage(u)) => reported = Some(u),
                 Ok(_) => {}
                 Err(_) => return None,
             }
         }
-        Some(out)
+        Some(())
     };
-    match tokio::time::timeout(TITLE_TIMEOUT, collect).await {
-        Ok(Some(t)) => {
-            let t = clean_title(&t);
-            if t.is_empty() { fallback } else { t }
-        }
-        _ => fallback,
+    let ok = matches!(
+        tokio::time::timeout(TITLE_TIMEOUT, collect).await,
+        Ok(Some(()))
+    );
+    let usage = called.then(|| {
+        reported.filter(|u| u.total_tokens > 0).unwrap_or_else(|| {
+            let prompt = provider.count_tokens(&model, INSTRUCTION)
+                + provider.count_tokens(&model, &message);
+            let completion = provider.count_tokens(&model, &out);
+            Usage {
+                prompt_tokens: prompt,
+                completion_tokens: completion,
+                total_tokens: prompt + completion,
+            }
+        })
+    });
+    let text = if ok { clean_title(&out) } else { String::new() };
+    Title {
+        text: if text.is_empty() { fallback } else { text },
+        model: called.then_some(model),
+        usage,
     }
 }
 

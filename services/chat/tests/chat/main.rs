@@ -231,7 +231,15 @@ async fn streams_stores_and_names_the_first_exchange() {
     assert_eq!(plan.messages.last().unwrap().message_id, msgs[0].id);
     let c = h.conv.conversation(conv_id);
     assert_eq!(c.title, "Test Title");
-    assert_eq!(h.limits.0.lock().released, vec![15]);
+    // The answer's 15 tokens and the title's 33 (30 + 3) in one release.
+    assert_eq!(h.limits.0.lock().released, vec![15 + 33]);
+    let m = confab_chat::metrics::Metrics::global();
+    assert!(m.tokens_of("gpt-4o-mini", "prompt") >= 30);
+    assert!(m.tokens_of("gpt-4o", "completion") >= 3);
+    assert!(
+        m.encode()
+            .contains("confab_time_to_first_token_seconds_count{model=\"gpt-4o\"}")
+    );
 
     // The request upstream streamed with usage.
     let req = &h.upstream.chat_requests()[0];
@@ -319,7 +327,8 @@ async fn upstream_429_is_retryable_with_its_delay() {
     assert!(f.retryable);
     assert_eq!(f.retry_after_seconds, 7);
     assert!(f.message.contains("Rate limit reached"));
-    assert_eq!(h.limits.0.lock().released, vec![0]);
+    // No answer tokens; the conversation was still named (the title's 30 + 3 tokens).
+    assert_eq!(h.limits.0.lock().released, vec![33]);
 }
 
 #[tokio::test]
@@ -350,6 +359,190 @@ async fn dropping_the_stream_cancels_upstream_and_stores_stopped() {
     let limits = h.limits.clone();
     eventually(|| limits.0.lock().released.len() == 1).await;
     assert_eq!(h.limits.0.lock().in_flight, 0);
+}
+
+async fn attach(h: &Harness, generation_id: &str, after: u64) -> Vec<chat::ChatEvent> {
+    collect(
+        h.client
+            .clone()
+            .attach(h.req(chat::AttachRequest {
+                generation_id: generation_id.into(),
+                after_sequence: after,
+            }))
+            .await
+            .expect("attach accepted")
+            .into_inner(),
+    )
+    .await
+}
+
+async fn send_detached(h: &Harness, content: &str) -> tonic::Streaming<chat::ChatEvent> {
+    h.send_req(chat::SendMessageRequest {
+        content: content.into(),
+        detach_on_disconnect: true,
+        ..Default::default()
+    })
+    .await
+}
+
+/// The first event (Started) and the next one (a delta), then the client goes away.
+async fn leave_after_first_delta(mut s: tonic::Streaming<chat::ChatEvent>) -> chat::ChatEvent {
+    let first = s.next().await.unwrap().unwrap();
+    assert!(matches!(first.event, Some(Event::Started(_))));
+    let e = s.next().await.unwrap().unwrap();
+    assert!(matches!(e.event, Some(Event::Delta(_))));
+    drop(s);
+    first
+}
+
+#[tokio::test]
+async fn detached_generation_completes_after_the_client_leaves_and_replays() {
+    let h = Harness::start().await;
+    let first = leave_after_first_delta(send_detached(&h, "[scenario:medium]").await).await;
+    let (conv_id, gen_id) = (first.conversation_id.clone(), first.generation_id.clone());
+
+    // It keeps running: stored COMPLETE with the whole answer, the upstream never cut.
+    let conv = h.conv.clone();
+    eventually(|| {
+        conv.messages(&conv_id)
+            .get(1)
+            .is_some_and(|m| status_of(m) == conv::MessageStatus::Complete)
+    })
+    .await;
+    let expected: String = (0..60).map(|i| format!("t{i} ")).collect();
+    let stored = h.conv.messages(&conv_id)[1].clone();
+    assert_eq!(stored.content, expected);
+    assert_eq!(stored.generation_id, gen_id);
+    assert_eq!(h.upstream.dropped(), 0);
+    // Its quota was reconciled once, with the real tokens (answer 70 + title 33).
+    let limits = h.limits.clone();
+    eventually(|| limits.0.lock().released.len() == 1).await;
+    assert_eq!(h.limits.0.lock().released, vec![70 + 33]);
+    assert_eq!(h.limits.0.lock().in_flight, 0);
+
+    // Re-attach from the start: every event, numbered without gaps, the whole text.
+    let all = attach(&h, &gen_id, 0).await;
+    assert_sequenced(&all);
+    assert_eq!(text(&all), expected);
+    let c = completed(&all);
+    assert_eq!(c.finish_reason, chat::FinishReason::Stop as i32);
+    assert_eq!(c.assistant_message_id, stored.id);
+    // ... and from any sequence N: exactly the events after N.
+    for n in [1, 2, all.len() as u64 / 2, all.len() as u64 - 1] {
+        let tail = attach(&h, &gen_id, n).await;
+        let seqs: Vec<u64> = tail.iter().map(|e| e.sequence).collect();
+        let want: Vec<u64> = (n + 1..=all.len() as u64).collect();
+        assert_eq!(seqs, want, "attach after {n}");
+        assert_eq!(tail, all[n as usize..].to_vec());
+    }
+}
+
+#[tokio::test]
+async fn detached_regenerate_and_edit_survive_the_client_leaving() {
+    let h = Harness::start().await;
+    let evs = collect(h.send("first question").await).await;
+    let conv_id = evs[0].conversation_id.clone();
+    let user_id = started(&evs).user_message_id;
+    let stream = h
+        .client
+        .clone()
+        .edit_and_resend(h.req(chat::EditAndResendRequest {
+            conversation_id: conv_id.clone(),
+            message_id: user_id,
+            content: "[scenario:medium] again".into(),
+            detach_on_disconnect: true,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    leave_after_first_delta(stream).await;
+    let stream = h
+        .client
+        .clone()
+        .regenerate(h.req(chat::RegenerateRequest {
+            conversation_id: conv_id.clone(),
+            detach_on_disconnect: true,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    leave_after_first_delta(stream).await;
+    let conv = h.conv.clone();
+    let expected: String = (0..60).map(|i| format!("t{i} ")).collect();
+    eventually(|| {
+        let msgs = conv.messages(&conv_id);
+        let live: Vec<_> = msgs.iter().filter(|m| !m.superseded).collect();
+        live.len() == 2
+            && status_of(live[1]) == conv::MessageStatus::Complete
+            && live[1].content == expected
+    })
+    .await;
+    // The edit's answer was superseded by the regenerated one, and was not cut either.
+    let up = &h.upstream;
+    eventually(|| up.rec.completed.load(std::sync::atomic::Ordering::SeqCst) >= 4).await;
+    assert_eq!(h.upstream.dropped(), 0);
+}
+
+#[tokio::test]
+async fn stop_cancels_a_detached_generation_and_detached_ones_are_bounded() {
+    let h = Harness::start().await;
+    let first = leave_after_first_delta(send_detached(&h, "[scenario:slow]").await).await;
+    // The default bound is 3 per user (MAX_CONCURRENT_STREAMS): two more fit, a fourth not.
+    let mut others = vec![];
+    for _ in 0..2 {
+        others.push(leave_after_first_delta(send_detached(&h, "[scenario:slow]").await).await);
+    }
+    let err = h
+        .client
+        .clone()
+        .send_message(h.req(chat::SendMessageRequest {
+            content: "[scenario:slow]".into(),
+            detach_on_disconnect: true,
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    // A stream that is not detached is not counted against that bound.
+    let mut plain = h.send("[scenario:normal]").await;
+    while plain.next().await.is_some() {}
+
+    let stopped = h
+        .client
+        .clone()
+        .stop_generation(h.req(chat::StopGenerationRequest {
+            generation_id: first.generation_id.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(stopped.stopped);
+    let up = &h.upstream;
+    eventually(|| up.dropped() == 1).await;
+    let msgs = h.conv.messages(&first.conversation_id);
+    assert_eq!(status_of(&msgs[1]), conv::MessageStatus::Stopped);
+    assert!(msgs[1].content.starts_with("Partial"));
+    let tail = attach(&h, &first.generation_id, 0).await;
+    assert_eq!(
+        completed(&tail).finish_reason,
+        chat::FinishReason::Stopped as i32
+    );
+
+    // Its slot is free again.
+    let mut s = send_detached(&h, "[scenario:normal]").await;
+    while s.next().await.is_some() {}
+    for g in others {
+        h.client
+            .clone()
+            .stop_generation(h.req(chat::StopGenerationRequest {
+                generation_id: g.generation_id,
+            }))
+            .await
+            .unwrap();
+    }
+    eventually(|| up.dropped() == 3).await;
 }
 
 #[tokio::test]
@@ -539,6 +732,7 @@ async fn regenerate_supersedes_and_edit_resends() {
             .regenerate(h.req(chat::RegenerateRequest {
                 conversation_id: conv_id.clone(),
                 model: "gpt-4o-mini".into(),
+                ..Default::default()
             }))
             .await
             .unwrap()
@@ -586,6 +780,7 @@ async fn regenerate_supersedes_and_edit_resends() {
         .regenerate(h.req(chat::RegenerateRequest {
             conversation_id: "missing".into(),
             model: String::new(),
+            ..Default::default()
         }))
         .await
         .unwrap_err();

@@ -189,6 +189,7 @@ async fn completions(State(rec): State<Arc<Recorder>>, Json(body): Json<Value>) 
             vec![
                 (0, data(&chunk("\"Test Title\""))),
                 (0, data(&finish("stop"))),
+                (0, data(&usage(30, 3))),
                 (0, data("[DONE]")),
             ],
         );
@@ -226,6 +227,8 @@ async fn completions(State(rec): State<Arc<Recorder>>, Json(body): Json<Value>) 
             (0, data("[DONE]")),
         ],
         "tokens" => token_stream(50, 0, 0),
+        // About a second and a half: long enough to leave in the middle.
+        "medium" => token_stream(60, 0, 25),
         "slow" => {
             let mut v = vec![(0, data(&chunk("Partial")))];
             for _ in 0..600 {
