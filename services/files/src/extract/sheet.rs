@@ -77,20 +77,24 @@ impl Grid {
         }
     }
 
-    fn into_part(self, label: String, limits: &Limits) -> ExtractedPart {
+    fn into_part(mut self, label: String, limits: &Limits) -> ExtractedPart {
         let total_columns = if self.rows.is_empty() {
             0
         } else {
             self.max_col - self.min_col + 1
         };
         let shown_cols = (total_columns as usize).min(limits.max_sheet_columns);
-        let rows: Vec<Vec<String>> = self
-            .rows
-            .values()
+        let min_col = self.min_col;
+        let rows: Vec<Vec<String>> = std::mem::take(&mut self.rows)
+            .into_values()
             .map(|cells| {
-                (0..shown_cols as u32)
-                    .map(|c| cells.get(&(self.min_col + c)).cloned().unwrap_or_default())
-                    .collect()
+                let mut row = vec![String::new(); shown_cols];
+                for (col, value) in cells {
+                    if let Some(slot) = row.get_mut((col - min_col) as usize) {
+                        *slot = value;
+                    }
+                }
+                row
             })
             .collect();
         let included = rows.len().saturating_sub(1) as u32;
