@@ -275,7 +275,7 @@ test('rename, pin and delete conversations', async (t) => {
   assert.doesNotMatch(await page.locator('[data-testid=conversation-list]').innerText(), /Renamed by test/);
 });
 
-test('refresh keeps the conversation, also in the middle of an answer', async (t) => {
+test('refresh keeps the conversation', async (t) => {
   const page = await open(t);
   await send(page, 'keep me after refresh');
   await waitAssistantStatus(page, 'complete');
@@ -284,23 +284,38 @@ test('refresh keeps the conversation, also in the middle of an answer', async (t
   await waitAssistantStatus(page, 'complete');
   assert.equal(await lastAssistantText(page), answer);
   assert.match(await users(page).first().innerText(), /keep me after refresh/);
+});
 
+test('an answer keeps streaming through a page refresh and completes', async (t) => {
+  const page = await open(t);
+  const before = (await fake('/__stats')).cancelled;
   await send(page, 'SLOW and refresh');
   await page.waitForFunction(() => /word4/.test([...document.querySelectorAll('[data-testid=message][data-role=assistant]')].pop()?.textContent || ''), null, { timeout: T });
   await page.reload();
-  // Loaded from the server, not from local storage. Leaving the page drops the stream,
-  // which cancels the generation server-side; if the reload is quicker than that, the
-  // answer is still STREAMING and the client re-attaches from sequence 0. Either way it
-  // settles with the partial text, once.
-  await page.waitForFunction(() => document.querySelectorAll('[data-testid=message][data-role=user]').length === 2, null, { timeout: T });
+  // Sent with detach_on_disconnect: leaving the page does not stop the generation. The
+  // page loads the conversation from the server, finds the answer STREAMING and
+  // re-attaches from sequence 0, then follows it live.
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid=message][data-role=user]').length === 1, null, { timeout: T });
   await page.waitForFunction(() => {
     const a = [...document.querySelectorAll('[data-testid=message][data-role=assistant]')].pop();
-    return a && a.dataset.status !== 'streaming';
-  }, null, { timeout: 30_000 });
+    return a && a.dataset.status === 'streaming' && /word1 word2 word3 word4/.test(a.textContent);
+  }, null, { timeout: T });
+  const name = t.name.replace(/[^a-z0-9]+/gi, '-').toLowerCase();
+  await page.screenshot({ path: path.join(OUT, `${name}-after-reload.png`) });
+  // The live continuation after the reload: words not yet there before it, then the end.
+  await page.waitForFunction(() => /word30/.test([...document.querySelectorAll('[data-testid=message][data-role=assistant]')].pop()?.textContent || ''), null, { timeout: T });
+  await waitAssistantStatus(page, 'complete', 30_000);
   const text = await lastAssistantText(page);
   assert.match(text, /word1 word2 word3 word4/);
+  assert.match(text, /word60/);
   assert.equal((text.match(/word1 /g) || []).length, 1, 'replayed text is not duplicated');
+  assert.equal((text.match(/word60/g) || []).length, 1, 'no event applied twice');
   assert.match(await users(page).last().innerText(), /SLOW and refresh/);
+  assert.equal((await fake('/__stats')).cancelled, before, 'the upstream call was not cancelled');
+  // And it was stored complete: another refresh shows the whole answer.
+  await page.reload();
+  await waitAssistantStatus(page, 'complete');
+  assert.equal(await lastAssistantText(page), text);
 });
 
 test('phone width: the sidebar is a drawer', async (t) => {

@@ -615,6 +615,8 @@ pub fn send(mut s: AppState) {
         file_ids,
         model: s.selected_model.peek().clone(),
         system_prompt: s.draft_system_prompt.peek().clone(),
+        // A refresh mid-answer must not stop it: the page re-attaches on load.
+        detach_on_disconnect: true,
     };
     start_stream(s, StreamCall::Send(request), LiveAnswer::new());
 }
@@ -634,7 +636,7 @@ pub fn regenerate(mut s: AppState) {
         }
     }
     s.error.set(None);
-    let r = RegenerateRequest { conversation_id: cid, model: s.selected_model.peek().clone() };
+    let r = RegenerateRequest { conversation_id: cid, model: s.selected_model.peek().clone(), detach_on_disconnect: true };
     start_stream(s, StreamCall::Regenerate(r), LiveAnswer::new());
 }
 
@@ -659,6 +661,7 @@ pub fn edit_and_resend(mut s: AppState, message_id: String, content: String) {
         content,
         file_ids,
         model: s.selected_model.peek().clone(),
+        detach_on_disconnect: true,
     };
     start_stream(s, StreamCall::Edit(r), LiveAnswer::new());
 }
