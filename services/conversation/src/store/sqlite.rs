@@ -28,8 +28,11 @@ use crate::search::{MARK_CLOSE, MARK_OPEN};
 /// Matching rows a search reads at most to find one hit per conversation.
 const MAX_SEARCH_ROWS: i64 = 20_000;
 
-/// Concurrent readers; WAL lets them run beside the writer.
-const READERS: usize = 4;
+/// Reader threads: one per core, 2 to 4 (reads are CPU-bound on cached pages; more
+/// threads than cores only add switches). WAL lets them run beside the writer.
+fn reader_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4))
+}
 
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 256;
@@ -126,8 +129,8 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 trait WriteJob: Send {
     /// Runs the write; `false` when it failed (the caller rolls its savepoint back).
     fn run(&mut self, conn: &Connection) -> bool;
-    /// Sends the outcome; `commit` is the batch commit's error, if it failed.
-    fn answer(self: Box<Self>, commit: Option<&str>);
+    /// Sends the outcome; `commit` is why the batch did not commit, if it did not.
+    fn answer(self: Box<Self>, commit: Option<&BatchError>);
 }
 
 struct Job<R, F> {
@@ -150,15 +153,41 @@ where
         ok
     }
 
-    fn answer(self: Box<Self>, commit: Option<&str>) {
+    fn answer(self: Box<Self>, commit: Option<&BatchError>) {
         let out = match (self.out, commit) {
-            (Some(Ok(_)), Some(e)) => Err(ConversationError::storage(anyhow!(
-                "sqlite commit failed: {e}"
-            ))),
-            (Some(out), _) => out,
-            (None, _) => Err(ConversationError::storage(anyhow!("sqlite write not run"))),
+            (Some(Err(e)), _) => Err(e),
+            (Some(Ok(r)), None) => Ok(r),
+            (Some(Ok(_)) | None, Some(e)) => Err(e.to_error()),
+            (None, None) => Err(ConversationError::storage(anyhow!("sqlite write not run"))),
         };
         let _ = self.reply.send(out);
+    }
+}
+
+/// Why a batch did not commit, told to each of its writers.
+struct BatchError {
+    busy: bool,
+    message: String,
+}
+
+impl BatchError {
+    fn new(e: &rusqlite::Error) -> Self {
+        Self {
+            busy: matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            ),
+            message: e.to_string(),
+        }
+    }
+
+    fn to_error(&self) -> ConversationError {
+        let e = anyhow!("sqlite transaction failed: {}", self.message);
+        if self.busy {
+            ConversationError::Unavailable(e)
+        } else {
+            ConversationError::storage(e)
+        }
     }
 }
 
@@ -211,9 +240,9 @@ fn writer_loop(
             tracing::error!(error = %e, writes = batch.len(), "sqlite batch commit failed");
             let _ = conn.execute_batch("ROLLBACK");
         }
-        let commit = commit.map(|e| e.to_string());
+        let commit = commit.as_ref().map(BatchError::new);
         for job in batch.drain(..) {
-            job.answer(commit.as_deref());
+            job.answer(commit.as_ref());
         }
         since_checkpoint += 1;
         if since_checkpoint >= CHECKPOINT_AFTER_BATCHES {
@@ -550,7 +579,7 @@ impl SqliteStore {
             .map_err(ConversationError::storage)?;
         let (readers, reads) = std::sync::mpsc::channel();
         let reads = Arc::new(Mutex::new(reads));
-        for i in 0..READERS {
+        for i in 0..reader_threads() {
             let (p, reads) = (path.clone(), reads.clone());
             std::thread::Builder::new()
                 .name(format!("conversation-sqlite-reader-{i}"))
