@@ -421,16 +421,39 @@ pub async fn server_with_deps(
     )?))
 }
 
-/// Serves until shutdown, then drains.
+/// Serves until shutdown, then drains. With `CONFAB_METRICS_ADDR`, also `GET /metrics`
+/// (chat's metrics, and the rate limiter's when it runs in this process).
 pub async fn run(launch: Launch, config: Config) -> anyhow::Result<()> {
+    let in_process_limiter = config.ratelimit_url.is_none();
     let routes = Routes::new(server(config).await?);
-    GrpcServer::new(routes, &[confab_proto::service_names::CHAT])
+    let metrics_task = match launch.server.metrics_addr {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on CONFAB_METRICS_ADDR {addr}: {e}"))?;
+            tracing::info!(%addr, "serving /metrics");
+            Some(tokio::spawn(metrics::serve(listener, move || {
+                let mut registry = prometheus_client::registry::Registry::default();
+                metrics::Metrics::global().register(&mut registry);
+                if in_process_limiter {
+                    confab_ratelimit::metrics::Metrics::global().register(&mut registry);
+                }
+                registry
+            })))
+        }
+        None => None,
+    };
+    let result = GrpcServer::new(routes, &[confab_proto::service_names::CHAT])
         .await?
         .serve(
             launch.listener,
             launch.shutdown,
             launch.server.shutdown_grace,
         )
-        .await?;
+        .await;
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
+    result?;
     Ok(())
 }
