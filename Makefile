@@ -30,7 +30,7 @@ run:
 test: setup
 	$(CARGO) test --workspace --no-fail-fast
 	$(MAKE) lint
-	bash services/files/fuzz/run.sh 10
+	bash services/extract/fuzz/run.sh 10
 	$(MAKE) test-web
 	bash infra/checks/run.sh
 

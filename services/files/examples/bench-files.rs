@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use confab_files::corpus::{self, Cell, DocBlock};
-use confab_files::detect::detect;
-use confab_files::extract::{Limits, extract};
+use confab_extract::corpus::{self, Cell, DocBlock};
+use confab_extract::detect::detect;
+use confab_extract::extract::{Limits, extract};
 
 const BUDGET_SECS: f64 = 4.0;
 
@@ -148,7 +148,7 @@ fn confab(path: &Path) -> (f64, usize, String) {
     }
     let secs = start.elapsed().as_secs_f64() / n as f64;
     let t = Instant::now();
-    let tokens = confab_files::tokens::count(&text);
+    let tokens = confab_extract::tokens::count(&text);
     println!(
         "  {}: {tokens} tokens; counting them takes {:.2} ms of the {:.2} ms",
         path.file_name().unwrap_or_default().to_string_lossy(),

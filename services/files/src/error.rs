@@ -51,19 +51,15 @@ confab_common::impl_status_from!(FileError);
 
 pub type Result<T, E = FileError> = std::result::Result<T, E>;
 
-/// Human size: "14.2 MB", "900 KB", "12 bytes".
-pub fn human_size(bytes: u64) -> String {
-    const MB: f64 = 1024.0 * 1024.0;
-    if bytes >= 1024 * 1024 {
-        let v = bytes as f64 / MB;
-        if v >= 100.0 || v.fract() < 0.05 {
-            format!("{:.0} MB", v)
-        } else {
-            format!("{v:.1} MB")
+pub use confab_extract::human_size;
+
+impl From<confab_extract::ExtractError> for FileError {
+    fn from(e: confab_extract::ExtractError) -> Self {
+        match e {
+            confab_extract::ExtractError::Invalid(msg) => Self::Invalid(msg),
+            confab_extract::ExtractError::Internal(e) => {
+                Self::Internal(anyhow::Error::from_boxed(e))
+            }
         }
-    } else if bytes >= 1024 {
-        format!("{} KB", bytes / 1024)
-    } else {
-        format!("{bytes} bytes")
     }
 }

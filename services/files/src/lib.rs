@@ -4,14 +4,10 @@
 //! thin gRPC adapter; `store::Store` hides the two storage backends.
 #![forbid(unsafe_code)]
 
-#[doc(hidden)]
-pub mod corpus;
-pub mod detect;
+pub mod convert;
 pub mod error;
-pub mod extract;
 pub mod service;
 pub mod store;
-pub mod tokens;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -128,7 +124,7 @@ impl FileServiceImpl {
 
     pub fn with_store(config: Config, store: Arc<dyn store::Store>) -> Self {
         // The tokenizer tables take a moment to build: do it before the first upload.
-        tokio::task::spawn_blocking(tokens::warm_up);
+        tokio::task::spawn_blocking(confab_extract::tokens::warm_up);
         Self {
             files: Arc::new(Files::new(config, store)),
         }

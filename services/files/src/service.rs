@@ -16,9 +16,11 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::Config;
-use crate::detect::{self, Detected};
+use confab_extract::detect::{self, Detected};
+use confab_extract::extract::{self, Extracted, Limits};
+
+use crate::convert;
 use crate::error::{FileError, Result, human_size};
-use crate::extract::{self, Extracted, Limits};
 use crate::store::{FileRecord, Store};
 
 const LOCK_STRIPES: usize = 64;
@@ -312,12 +314,15 @@ impl Files {
             id: id.clone(),
             filename: filename.to_owned(),
             mime_type: detected.mime().to_owned(),
-            kind: extracted.kind as i32,
+            kind: convert::file_kind(extracted.kind) as i32,
             size_bytes: size,
             sha256: digest.clone(),
             created_at_ms: now_ms(),
             extraction_status: ExtractionStatus::Done as i32,
-            image: extracted.image.as_ref().map(|i| i.info.clone()),
+            image: extracted
+                .image
+                .as_ref()
+                .map(|i| convert::image_info(i.info.clone())),
             part_count,
             token_count: total_tokens,
             extraction_error: String::new(),
@@ -337,12 +342,12 @@ impl Files {
             info: info.clone(),
             extraction: Extraction {
                 file_id: id,
-                kind: kind as i32,
-                parts,
+                kind: convert::file_kind(kind) as i32,
+                parts: parts.into_iter().map(convert::part).collect(),
                 total_tokens,
                 warnings,
             },
-            thumbnail: image.and_then(|i| i.thumbnail),
+            thumbnail: image.and_then(|i| i.thumbnail).map(convert::thumbnail),
         };
         {
             let _guard = self.blob_lock(&digest).lock().await;
@@ -555,9 +560,9 @@ impl Files {
                 image = Some(
                     self.bounded("image", move |limits| {
                         match detect::detect(&data, &filename)? {
-                            Detected::Image(f) => {
-                                extract::image::prompt_image(&data, f, max_side, limits)
-                            }
+                            Detected::Image(f) => Ok(convert::prompt_image(
+                                extract::image::prompt_image(&data, f, max_side, limits)?,
+                            )),
                             _ => Err(FileError::Internal(anyhow::anyhow!(
                                 "stored image is not an image"
                             ))),

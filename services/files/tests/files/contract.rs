@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use confab_common::testing::{MongoServer, unique_name};
-use confab_files::corpus;
+use confab_extract::corpus;
 use confab_files::store::mongo::MongoStore;
 use confab_files::store::{FileRecord, Store};
 use confab_proto::files::v1::*;

@@ -1,6 +1,6 @@
 //! The generated corpus: text and structure come out of every format.
 
-use confab_files::corpus::{self, Cell, DocBlock};
+use confab_extract::corpus::{self, Cell, DocBlock};
 use confab_proto::files::v1::*;
 use tonic::Code;
 

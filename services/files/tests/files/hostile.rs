@@ -4,7 +4,7 @@
 use std::io::{Cursor, Write};
 use std::time::{Duration, Instant};
 
-use confab_files::corpus::{self, Cell, DocBlock};
+use confab_extract::corpus::{self, Cell, DocBlock};
 use lopdf::{Document, Object, Stream, dictionary};
 use tonic::Code;
 
@@ -290,8 +290,8 @@ async fn sparse_sheets_do_not_allocate_their_declared_grid() {
 
 #[test]
 fn an_exhausted_time_budget_is_a_clear_error() {
-    use confab_files::detect::Detected;
-    use confab_files::extract::{Limits, extract};
+    use confab_extract::detect::Detected;
+    use confab_extract::extract::{Limits, extract};
     let mut limits = Limits::new(Duration::from_secs(5));
     limits.deadline = Instant::now() - Duration::from_secs(1);
     let pdf = corpus::pdf(&[vec!["x".into()]]);

@@ -386,7 +386,7 @@ async fn listing_pages_newest_first_and_download_streams_the_bytes() {
         "page token",
     );
     // A multi-chunk download.
-    let big: Vec<u8> = confab_files::corpus::words(7, 200_000).into_bytes();
+    let big: Vec<u8> = confab_extract::corpus::words(7, 200_000).into_bytes();
     let info = upload_ok(c, "alice", "big.txt", &big).await;
     let (first, data) = download(c, "alice", &info.id).await.unwrap();
     assert_eq!(first.unwrap(), info);

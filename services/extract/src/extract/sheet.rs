@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 use std::io::Cursor;
 
+use crate::types::{ExtractedPart, PartKind, SheetSummary};
 use calamine::{DataRef, Reader, Xlsx};
-use confab_proto::files::v1::{ExtractedPart, PartKind, SheetSummary};
 
-use crate::error::{FileError, Result};
+use crate::error::{ExtractError, Result};
 use crate::extract::{Limits, part, render_table, table_from_rows, zipsafe};
 
 const WHAT: &str = "Excel workbook";
@@ -149,12 +149,12 @@ pub fn extract_xlsx(data: &[u8], limits: &Limits) -> Result<(Vec<ExtractedPart>,
     drop(entries);
     let open = || -> Result<Xlsx<Cursor<&[u8]>>> {
         calamine::open_workbook_from_rs(Cursor::new(packed.as_slice()))
-            .map_err(|e| FileError::invalid(format!("the {WHAT} is corrupt: {e}")))
+            .map_err(|e| ExtractError::invalid(format!("the {WHAT} is corrupt: {e}")))
     };
     let wb = open()?;
     let names = wb.sheet_names();
     if names.is_empty() {
-        return Err(FileError::invalid("the Excel workbook has no sheets"));
+        return Err(ExtractError::invalid("the Excel workbook has no sheets"));
     }
     // Sheets are read in parallel: contiguous runs of sheets, one workbook handle each.
     let runs = rayon::current_num_threads().clamp(1, names.len());
@@ -223,7 +223,7 @@ fn read_sheet(wb: &mut Xlsx<Cursor<&[u8]>>, name: &str, limits: &Limits) -> Resu
             }
             Ok(None) => break,
             Err(e) => {
-                return Err(FileError::invalid(format!(
+                return Err(ExtractError::invalid(format!(
                     "the {WHAT} is corrupt: sheet {name:?}: {e}"
                 )));
             }
@@ -287,7 +287,7 @@ pub fn extract_csv(
             Ok(true) => {}
             Ok(false) => break,
             Err(e) => {
-                return Err(FileError::invalid(format!(
+                return Err(ExtractError::invalid(format!(
                     "the CSV file is malformed near line {}: {e}",
                     row + 1
                 )));

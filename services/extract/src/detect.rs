@@ -2,7 +2,7 @@
 
 use std::io::Cursor;
 
-use crate::error::{FileError, Result};
+use crate::error::{ExtractError, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Detected {
@@ -67,7 +67,7 @@ pub const SUPPORTED: &str = "PDF, Word (.docx), Excel (.xlsx), CSV, plain text (
 /// from plain text once the content is known to be text.
 pub fn detect(data: &[u8], filename: &str) -> Result<Detected> {
     if data.is_empty() {
-        return Err(FileError::invalid("the file is empty"));
+        return Err(ExtractError::invalid("the file is empty"));
     }
     let head = &data[..data.len().min(1024)];
     if head.windows(5).any(|w| w == b"%PDF-") {
@@ -91,7 +91,7 @@ pub fn detect(data: &[u8], filename: &str) -> Result<Detected> {
     if let Some(t) = infer::get(data) {
         // Binary formats infer knows but we do not accept.
         if t.matcher_type() != infer::MatcherType::Text {
-            return Err(FileError::invalid(format!(
+            return Err(ExtractError::invalid(format!(
                 "this file's content is {} ({}), which is not supported; supported: {SUPPORTED}",
                 t.mime_type(),
                 t.extension()
@@ -103,7 +103,7 @@ pub fn detect(data: &[u8], filename: &str) -> Result<Detected> {
 
 fn detect_zip(data: &[u8]) -> Result<Detected> {
     let archive = zip::ZipArchive::new(Cursor::new(data)).map_err(|e| {
-        FileError::invalid(format!(
+        ExtractError::invalid(format!(
             "the file looks like a ZIP archive but is corrupt: {e}"
         ))
     })?;
@@ -125,7 +125,7 @@ fn detect_zip(data: &[u8]) -> Result<Detected> {
     } else {
         "a ZIP archive"
     };
-    Err(FileError::invalid(format!(
+    Err(ExtractError::invalid(format!(
         "this file's content is {what}, which is not supported; supported: {SUPPORTED}"
     )))
 }
@@ -148,7 +148,7 @@ fn detect_text(data: &[u8], filename: &str) -> Result<Detected> {
         }
         Err(e) => {
             let binary = body.iter().take(8192).filter(|&&b| b == 0).count() > 0;
-            return Err(FileError::invalid(if binary {
+            return Err(ExtractError::invalid(if binary {
                 format!(
                     "this file's content is binary data of an unknown type; supported: {SUPPORTED}"
                 )
@@ -166,7 +166,7 @@ fn detect_text(data: &[u8], filename: &str) -> Result<Detected> {
         .filter(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t' | '\x0c'))
         .count();
     if sample.contains(&'\0') || control * 100 > sample.len().max(1) {
-        return Err(FileError::invalid(format!(
+        return Err(ExtractError::invalid(format!(
             "this file's content is binary data of an unknown type; supported: {SUPPORTED}"
         )));
     }

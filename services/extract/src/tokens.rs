@@ -5,8 +5,8 @@
 
 use std::collections::HashMap;
 
+use crate::types::Table;
 use bpe_openai::Tokenizer;
-use confab_proto::files::v1::Table;
 
 /// Distinct cells beyond which a table is counted on several threads.
 const PARALLEL_CELLS: usize = 2_048;

@@ -4,11 +4,11 @@
 
 use std::collections::HashMap;
 
-use confab_proto::files::v1::{ExtractedPart, PartKind, Table};
+use crate::types::{ExtractedPart, PartKind, Table};
 use quick_xml::Reader;
 use quick_xml::events::{BytesStart, Event};
 
-use crate::error::{FileError, Result};
+use crate::error::{ExtractError, Result};
 use crate::extract::{Limits, part, render_table, table_from_rows, zipsafe};
 
 const WHAT: &str = "Word document";
@@ -19,13 +19,13 @@ pub fn extract(data: &[u8], limits: &Limits) -> Result<(Vec<ExtractedPart>, Vec<
     })?;
     let doc = entries
         .get("word/document.xml")
-        .ok_or_else(|| FileError::invalid("the Word document has no word/document.xml"))?;
+        .ok_or_else(|| ExtractError::invalid("the Word document has no word/document.xml"))?;
     let styles = entries
         .get("word/styles.xml")
         .map(|s| heading_styles(s))
         .unwrap_or_default();
     let doc = std::str::from_utf8(doc)
-        .map_err(|_| FileError::invalid("the Word document's XML is not valid UTF-8"))?;
+        .map_err(|_| ExtractError::invalid("the Word document's XML is not valid UTF-8"))?;
     let blocks = parse_document(doc, &styles, limits)?;
     Ok((sections(blocks), Vec::new()))
 }
@@ -45,8 +45,8 @@ fn attr(e: &BytesStart<'_>, name: &str) -> Option<String> {
         .map(|a| a.value.into_owned())
 }
 
-fn xml_err(e: impl std::fmt::Display) -> FileError {
-    FileError::invalid(format!("the Word document's XML is malformed: {e}"))
+fn xml_err(e: impl std::fmt::Display) -> ExtractError {
+    ExtractError::invalid(format!("the Word document's XML is malformed: {e}"))
 }
 
 /// styleId → heading level, from the style names ("heading 2", "Title").

@@ -11,10 +11,10 @@ pub mod zipsafe;
 
 use std::time::{Duration, Instant};
 
-use confab_proto::files::v1::{ExtractedPart, FileKind, ImageInfo, PartKind, Table, TableRow};
+use crate::types::{ExtractedPart, FileKind, ImageInfo, PartKind, Table, TableRow};
 
 use crate::detect::{Detected, TextFlavor};
-use crate::error::{FileError, Result};
+use crate::error::{ExtractError, Result};
 use crate::tokens;
 
 /// Bounds on the work one file may cause.
@@ -56,7 +56,7 @@ impl Limits {
     /// Fails once the time budget is spent (checked between units of work).
     pub fn check_time(&self) -> Result<()> {
         if Instant::now() > self.deadline {
-            Err(FileError::invalid(
+            Err(ExtractError::invalid(
                 "the file took too long to process; it may be corrupt or deliberately complex",
             ))
         } else {
@@ -69,7 +69,7 @@ impl Limits {
 #[derive(Debug, Clone)]
 pub struct ImageOutput {
     pub info: ImageInfo,
-    pub thumbnail: Option<confab_proto::files::v1::Thumbnail>,
+    pub thumbnail: Option<crate::types::Thumbnail>,
 }
 
 /// The result of extracting one file.
@@ -140,7 +140,7 @@ pub fn extract(detected: Detected, data: &[u8], limits: &Limits) -> Result<Extra
     };
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
         Ok(r) => r,
-        Err(_) => Err(FileError::invalid(format!(
+        Err(_) => Err(ExtractError::invalid(format!(
             "the {} could not be read: it is corrupt or uses features we cannot parse",
             describe(detected)
         ))),
@@ -150,7 +150,7 @@ pub fn extract(detected: Detected, data: &[u8], limits: &Limits) -> Result<Extra
 /// Sheet parts are one big table: count it cell by cell (see `tokens::count_sheet`).
 fn count_part(part: &ExtractedPart) -> u32 {
     match part.tables.as_slice() {
-        [table] if part.kind == PartKind::Sheet as i32 => tokens::count_sheet(&part.text, table),
+        [table] if part.kind == PartKind::Sheet => tokens::count_sheet(&part.text, table),
         _ => tokens::count(&part.text),
     }
 }
@@ -203,7 +203,7 @@ fn cap_text(parts: &mut Vec<ExtractedPart>, warnings: &mut Vec<String>, max: usi
 
 pub fn part(kind: PartKind, label: impl Into<String>, text: String) -> ExtractedPart {
     ExtractedPart {
-        kind: kind as i32,
+        kind,
         index: 0,
         label: label.into(),
         text,

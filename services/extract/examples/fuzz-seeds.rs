@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use confab_files::corpus::{self, Cell, DocBlock};
+use confab_extract::corpus::{self, Cell, DocBlock};
 
 fn main() {
     let dir = std::env::args()

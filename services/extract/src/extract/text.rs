@@ -1,6 +1,6 @@
 //! Plain text formats: one part, the text as it is (JSON pretty-printed when compact).
 
-use confab_proto::files::v1::{ExtractedPart, PartKind};
+use crate::types::{ExtractedPart, PartKind};
 
 use crate::error::Result;
 use crate::extract::{Limits, part};

@@ -1,10 +1,10 @@
 //! PDF: one part per page (lopdf), decompression bounded, page tree walked with lopdf's
 //! loop-safe iterator.
 
-use confab_proto::files::v1::{ExtractedPart, PartKind};
+use crate::types::{ExtractedPart, PartKind};
 use lopdf::{Document, LoadOptions};
 
-use crate::error::{FileError, Result, human_size};
+use crate::error::{ExtractError, Result, human_size};
 use crate::extract::{Limits, part};
 
 pub fn extract(data: &[u8], limits: &Limits) -> Result<(Vec<ExtractedPart>, Vec<String>)> {
@@ -14,25 +14,25 @@ pub fn extract(data: &[u8], limits: &Limits) -> Result<(Vec<ExtractedPart>, Vec<
     };
     let doc = Document::load_mem_with_options(data, options).map_err(|e| match e {
         lopdf::Error::Decompress(_) => stream_too_big(limits),
-        lopdf::Error::Decryption(_) | lopdf::Error::InvalidPassword => FileError::invalid(
+        lopdf::Error::Decryption(_) | lopdf::Error::InvalidPassword => ExtractError::invalid(
             "the PDF is password-protected; remove the password and upload it again",
         ),
-        e => FileError::invalid(format!("the PDF is corrupt or truncated: {e}")),
+        e => ExtractError::invalid(format!("the PDF is corrupt or truncated: {e}")),
     })?;
     limits.check_time()?;
     if doc.is_encrypted() {
-        return Err(FileError::invalid(
+        return Err(ExtractError::invalid(
             "the PDF is password-protected; remove the password and upload it again",
         ));
     }
     let pages = doc.get_pages();
     if pages.is_empty() {
-        return Err(FileError::invalid(
+        return Err(ExtractError::invalid(
             "the PDF has no readable pages (its page tree is missing, empty or loops)",
         ));
     }
     if pages.len() > limits.max_pdf_pages {
-        return Err(FileError::invalid(format!(
+        return Err(ExtractError::invalid(format!(
             "the PDF has {} pages; at most {} are accepted",
             pages.len(),
             limits.max_pdf_pages
@@ -74,8 +74,8 @@ pub fn extract(data: &[u8], limits: &Limits) -> Result<(Vec<ExtractedPart>, Vec<
     Ok((parts, warnings))
 }
 
-fn stream_too_big(limits: &Limits) -> FileError {
-    FileError::invalid(format!(
+fn stream_too_big(limits: &Limits) -> ExtractError {
+    ExtractError::invalid(format!(
         "the PDF contains a stream that inflates beyond {} (possible decompression bomb); it was not processed",
         human_size(limits.max_pdf_stream_bytes as u64)
     ))

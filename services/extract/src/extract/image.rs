@@ -3,12 +3,13 @@
 
 use std::io::Cursor;
 
-use base64::Engine;
-use confab_proto::files::v1::{ImageInfo, ImagePromptPart, Thumbnail};
+use std::borrow::Cow;
+
+use crate::types::{ImageInfo, PromptImage, Thumbnail};
 use image::{DynamicImage, ImageReader, imageops::FilterType};
 
 use crate::detect::ImageFormat;
-use crate::error::{FileError, Result};
+use crate::error::{ExtractError, Result};
 use crate::extract::{ImageOutput, Limits};
 
 pub const THUMBNAIL_SIDE: u32 = 256;
@@ -22,8 +23,8 @@ fn format_of(f: ImageFormat) -> image::ImageFormat {
     }
 }
 
-fn corrupt(f: ImageFormat, e: impl std::fmt::Display) -> FileError {
-    FileError::invalid(format!(
+fn corrupt(f: ImageFormat, e: impl std::fmt::Display) -> ExtractError {
+    ExtractError::invalid(format!(
         "the {} image is corrupt or truncated: {e}",
         f.name().to_uppercase()
     ))
@@ -44,7 +45,7 @@ pub fn decode(data: &[u8], f: ImageFormat, limits: &Limits) -> Result<DynamicIma
     }
     let pixels = u64::from(w) * u64::from(h);
     if pixels > limits.max_image_pixels || w > limits.max_image_side || h > limits.max_image_side {
-        return Err(FileError::invalid(format!(
+        return Err(ExtractError::invalid(format!(
             "the image is {w}×{h} pixels ({:.0} megapixels); at most {} megapixels and {} pixels per side are accepted",
             pixels as f64 / 1e6,
             limits.max_image_pixels / 1_000_000,
@@ -93,28 +94,28 @@ fn encode(img: &DynamicImage, prefer_jpeg: bool, quality: u8) -> Result<(&'stati
         let rgb = img.to_rgb8();
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality)
             .encode_image(&rgb)
-            .map_err(|e| FileError::Internal(e.into()))?;
+            .map_err(|e| ExtractError::Internal(e.into()))?;
         Ok(("image/jpeg", out))
     } else {
         img.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
-            .map_err(|e| FileError::Internal(e.into()))?;
+            .map_err(|e| ExtractError::Internal(e.into()))?;
         Ok(("image/png", out))
     }
 }
 
-/// A data URL for a vision model: the original bytes when already small enough and not
+/// An image for a vision model: the original bytes when already small enough and not
 /// animated, else a downscaled re-encode (longest side ≤ `max_side`).
-pub fn prompt_image(
-    data: &[u8],
+pub fn prompt_image<'a>(
+    data: &'a [u8],
     f: ImageFormat,
     max_side: u32,
     limits: &Limits,
-) -> Result<ImagePromptPart> {
+) -> Result<PromptImage<'a>> {
     let (w, h) = dimensions(data, f)?;
-    let b64 = base64::engine::general_purpose::STANDARD;
     if w.max(h) <= max_side && f != ImageFormat::Gif {
-        return Ok(ImagePromptPart {
-            data_url: format!("data:image/{};base64,{}", f.name(), b64.encode(data)),
+        return Ok(PromptImage {
+            mime_type: format!("image/{}", f.name()),
+            data: Cow::Borrowed(data),
             width: w,
             height: h,
         });
@@ -126,8 +127,9 @@ pub fn prompt_image(
         img
     };
     let (mime, bytes) = encode(&img, f == ImageFormat::Jpeg, 85)?;
-    Ok(ImagePromptPart {
-        data_url: format!("data:{mime};base64,{}", b64.encode(&bytes)),
+    Ok(PromptImage {
+        mime_type: mime.to_owned(),
+        data: Cow::Owned(bytes),
         width: img.width(),
         height: img.height(),
     })

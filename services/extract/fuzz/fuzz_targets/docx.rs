@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use confab_files::detect::Detected;
-use confab_files::extract::{Limits, extract};
+use confab_extract::detect::Detected;
+use confab_extract::extract::{Limits, extract};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

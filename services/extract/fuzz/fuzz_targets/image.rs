@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use confab_files::detect::{Detected, ImageFormat};
-use confab_files::extract::image::prompt_image;
-use confab_files::extract::{Limits, extract};
+use confab_extract::detect::{Detected, ImageFormat};
+use confab_extract::extract::image::prompt_image;
+use confab_extract::extract::{Limits, extract};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::io::{Cursor, Read};
 
-use crate::error::{FileError, Result, human_size};
+use crate::error::{ExtractError, Result, human_size};
 use crate::extract::Limits;
 
 /// Inflates the entries `want` selects, bounded by `limits`.
@@ -15,10 +15,10 @@ pub fn read_entries(
     want: impl Fn(&str) -> bool,
 ) -> Result<HashMap<String, Vec<u8>>> {
     let mut archive = zip::ZipArchive::new(Cursor::new(data)).map_err(|e| {
-        FileError::invalid(format!("the {what} is corrupt (bad ZIP structure: {e})"))
+        ExtractError::invalid(format!("the {what} is corrupt (bad ZIP structure: {e})"))
     })?;
     if archive.len() > limits.max_zip_entries {
-        return Err(FileError::invalid(format!(
+        return Err(ExtractError::invalid(format!(
             "the {what} has {} entries; at most {} are accepted (possible ZIP bomb)",
             archive.len(),
             limits.max_zip_entries
@@ -30,7 +30,7 @@ pub fn read_entries(
         limits.check_time()?;
         let mut entry = archive
             .by_index(i)
-            .map_err(|e| FileError::invalid(format!("the {what} is corrupt: {e}")))?;
+            .map_err(|e| ExtractError::invalid(format!("the {what} is corrupt: {e}")))?;
         let Ok(name) = entry.name().map(|n| n.into_owned()) else {
             continue;
         };
@@ -43,11 +43,11 @@ pub fn read_entries(
             .take(remaining + 1)
             .read_to_end(&mut buf)
             .map_err(|e| {
-                FileError::invalid(format!("the {what} is corrupt: cannot read {name}: {e}"))
+                ExtractError::invalid(format!("the {what} is corrupt: cannot read {name}: {e}"))
             })?;
         total += buf.len() as u64;
         if total > limits.max_inflated_bytes {
-            return Err(FileError::invalid(format!(
+            return Err(ExtractError::invalid(format!(
                 "the {what} inflates to more than {} (possible ZIP bomb); it was not processed",
                 human_size(limits.max_inflated_bytes)
             )));
@@ -68,10 +68,10 @@ pub fn repack_stored(entries: &HashMap<String, Vec<u8>>) -> Result<Vec<u8>> {
         .large_file(size as u64 > u32::MAX as u64 / 2);
     for (name, bytes) in entries {
         w.start_file(name.as_str(), opts)
-            .map_err(|e| FileError::Internal(e.into()))?;
+            .map_err(|e| ExtractError::Internal(e.into()))?;
         w.write_all(bytes)
-            .map_err(|e| FileError::Internal(e.into()))?;
+            .map_err(|e| ExtractError::Internal(e.into()))?;
     }
-    let cursor = w.finish().map_err(|e| FileError::Internal(e.into()))?;
+    let cursor = w.finish().map_err(|e| ExtractError::Internal(e.into()))?;
     Ok(cursor.into_inner())
 }
