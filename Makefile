@@ -26,13 +26,15 @@ run:
 	$(CARGO) build -p confab-gateway --bin confab-gateway
 	$(BIN)/confab-gateway
 
-## make test: installs what tests need, then every test of every crate, lint, infra checks.
+## make test: installs what tests need, then every test of every crate, lint, fuzz (briefly),
+## the web client in Chromium, infra checks, and the distributed mode end to end.
 test: setup
 	$(CARGO) test --workspace --no-fail-fast
 	$(MAKE) lint
 	bash services/extract/fuzz/run.sh 10
 	$(MAKE) test-web
 	bash infra/checks/run.sh
+	$(MAKE) smoke-mesh
 
 ## The web client: host unit tests of its logic, then the wasm build and browser tests in
 ## headless Chromium against a real gateway (installs chromium, playwright-core, wasm toolchain).
