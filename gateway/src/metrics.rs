@@ -1,4 +1,7 @@
 //! The gateway's Prometheus metrics; names come from `confab_telemetry::metrics_names`.
+//! /metrics also carries the process-wide metrics of the chat service (time to first
+//! token, model tokens) and of the rate limiter, which record into them when they run
+//! in this process (and stay empty when they are remote: those expose their own).
 
 use confab_telemetry::metrics_names as names;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -27,11 +30,6 @@ pub struct ServiceLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ModelLabel {
-    pub model: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     pub path: String,
     pub status: String,
@@ -47,7 +45,6 @@ pub struct Metrics {
     pub rpc_requests: Family<RpcCode, Counter>,
     pub rpc_duration: Family<Rpc, Histogram, fn() -> Histogram>,
     pub open_streams: Family<ServiceLabel, Gauge>,
-    pub time_to_first_token: Family<ModelLabel, Histogram, fn() -> Histogram>,
     pub http_requests: Family<HttpLabels, Counter>,
 }
 
@@ -69,10 +66,6 @@ impl Metrics {
         let rpc_duration =
             Family::<Rpc, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
         let open_streams = Family::<ServiceLabel, Gauge>::default();
-        let time_to_first_token =
-            Family::<ModelLabel, Histogram, fn() -> Histogram>::new_with_constructor(
-                latency_histogram,
-            );
         let http_requests = Family::<HttpLabels, Counter>::default();
         registry.register(
             counter_name(names::RPC_REQUESTS_TOTAL),
@@ -90,21 +83,17 @@ impl Metrics {
             open_streams.clone(),
         );
         registry.register(
-            names::TIME_TO_FIRST_TOKEN_SECONDS,
-            "Time from request to the first answer token, seen at the gateway",
-            time_to_first_token.clone(),
-        );
-        registry.register(
             counter_name(names::HTTP_REQUESTS_TOTAL),
             "Plain HTTP requests at the gateway",
             http_requests.clone(),
         );
+        confab_chat::metrics::Metrics::global().register(&mut registry);
+        confab_ratelimit::metrics::Metrics::global().register(&mut registry);
         Self {
             registry,
             rpc_requests,
             rpc_duration,
             open_streams,
-            time_to_first_token,
             http_requests,
         }
     }
@@ -152,9 +141,10 @@ mod tests {
                 service: "s".into(),
             })
             .inc();
-        m.time_to_first_token
-            .get_or_create(&ModelLabel { model: "x".into() })
-            .observe(0.2);
+        confab_chat::metrics::Metrics::global().time_to_first_token("x", 0.2);
+        confab_chat::metrics::Metrics::global().tokens("x", 3, 4);
+        confab_ratelimit::metrics::Metrics::global().decision(true, "rate");
+        confab_ratelimit::metrics::Metrics::global().backend_error("open");
         let text = m.render();
         for name in [
             names::RPC_REQUESTS_TOTAL,
@@ -162,11 +152,26 @@ mod tests {
             names::OPEN_STREAMS,
             names::TIME_TO_FIRST_TOKEN_SECONDS,
             names::HTTP_REQUESTS_TOTAL,
+            names::MODEL_TOKENS_TOTAL,
+            names::RATELIMIT_DECISIONS_TOTAL,
+            names::RATELIMIT_BACKEND_ERRORS_TOTAL,
         ] {
             assert!(
                 text.contains(&format!("\n{name}")),
                 "{name} missing in:\n{text}"
             );
+        }
+        assert_each_family_once(&text);
+    }
+
+    /// Every metric family is declared exactly once (`# TYPE <name> ...`).
+    fn assert_each_family_once(text: &str) {
+        let mut seen = std::collections::HashSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let name = rest.split_whitespace().next().unwrap_or_default();
+                assert!(seen.insert(name.to_owned()), "{name} twice in:\n{text}");
+            }
         }
     }
 }

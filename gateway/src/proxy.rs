@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use confab_common::GrpcChannel;
 use confab_common::identity::{ALL_KEYS, Identity};
 use confab_proto::service_names;
@@ -27,7 +27,7 @@ use tracing::Instrument;
 
 use crate::auth::{AuthError, Authenticator, client_addr};
 use crate::config::Limits;
-use crate::metrics::{Metrics, ModelLabel, Rpc, RpcCode, ServiceLabel};
+use crate::metrics::{Metrics, Rpc, RpcCode, ServiceLabel};
 
 /// The TCP peer of a request's connection (a request extension).
 #[derive(Clone, Copy, Debug)]
@@ -43,8 +43,6 @@ pub type LocalRoutes = BoxCloneSyncService<Request<Body>, Response<Body>, Infall
 #[derive(Clone, Copy, Debug)]
 struct MethodInfo {
     server_streaming: bool,
-    /// Chat methods whose stream carries tokens (time to first token).
-    token_stream: bool,
 }
 
 /// The services the gateway exposes, by fully-qualified name.
@@ -83,15 +81,7 @@ fn public_methods() -> HashMap<String, MethodInfo> {
                     continue;
                 }
                 let server_streaming = m.server_streaming();
-                out.insert(
-                    path,
-                    MethodInfo {
-                        server_streaming,
-                        token_stream: server_streaming
-                            && full == service_names::CHAT
-                            && m.output_type().ends_with(".ChatEvent"),
-                    },
-                );
+                out.insert(path, MethodInfo { server_streaming });
             }
         }
     }
@@ -335,15 +325,10 @@ impl ProxyInner {
             if info.server_streaming {
                 record.stream_opened();
             }
-            let ttft = info.token_stream.then(|| TokenWatch {
-                buf: BytesMut::new(),
-                model: String::new(),
-            });
             response.map(|body| {
                 Body::new(ObservedBody {
                     inner: body,
                     record,
-                    ttft,
                 })
             })
         };
@@ -483,60 +468,10 @@ impl Drop for CallRecord {
     }
 }
 
-/// Looks into a chat event stream until the first token to time it.
-struct TokenWatch {
-    buf: BytesMut,
-    model: String,
-}
-
-const TTFT_MAX_BUFFER: usize = 256 * 1024;
-
-impl TokenWatch {
-    /// True once done (first token seen, or the stream is not what we expect).
-    fn feed(&mut self, data: &[u8], record: &CallRecord) -> bool {
-        use confab_proto::chat::v1::{ChatEvent, chat_event::Event};
-        self.buf.extend_from_slice(data);
-        loop {
-            if self.buf.len() < 5 {
-                return false;
-            }
-            let len =
-                u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
-            if self.buf[0] != 0 || len > TTFT_MAX_BUFFER {
-                return true;
-            }
-            if self.buf.len() < 5 + len {
-                return false;
-            }
-            self.buf.advance(5);
-            let msg = self.buf.split_to(len);
-            match ChatEvent::decode(msg.freeze()).ok().and_then(|e| e.event) {
-                Some(Event::Started(s)) => self.model = s.model,
-                Some(Event::Delta(_)) => {
-                    let model = if self.model.is_empty() {
-                        "unknown".to_owned()
-                    } else {
-                        self.model.clone()
-                    };
-                    record
-                        .metrics
-                        .time_to_first_token
-                        .get_or_create(&ModelLabel { model })
-                        .observe(record.started.elapsed().as_secs_f64());
-                    return true;
-                }
-                Some(Event::Completed(_) | Event::Failed(_)) => return true,
-                _ => {}
-            }
-        }
-    }
-}
-
-/// The upstream response body, observed: bytes, the final status, the first token.
+/// The upstream response body, observed: bytes and the final status.
 struct ObservedBody {
     inner: Body,
     record: CallRecord,
-    ttft: Option<TokenWatch>,
 }
 
 impl http_body::Body for ObservedBody {
@@ -553,11 +488,6 @@ impl http_body::Body for ObservedBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.record.bytes_out += data.len();
-                    if let Some(w) = &mut this.ttft
-                        && w.feed(data, &this.record)
-                    {
-                        this.ttft = None;
-                    }
                 } else if let Some(trailers) = frame.trailers_ref() {
                     this.record.code = trailers
                         .get("grpc-status")

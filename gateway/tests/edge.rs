@@ -503,10 +503,22 @@ async fn health_metrics_and_static_files() {
         text.contains(r#"confab_rpc_requests_total{service="confab.chat.v1.ChatService",method="SendMessage",code="OK"} 1"#),
         "{text}"
     );
+    // Chat's process-wide metrics (other tests in this process may add to them).
     assert!(
-        text.contains("confab_time_to_first_token_seconds_count{model=\"gpt-4o\"} 1"),
+        text.contains("confab_time_to_first_token_seconds_count{model=\"gpt-4o\"} "),
         "{text}"
     );
+    assert!(
+        text.contains("confab_model_tokens_total{model=\"gpt-4o\",kind=\"completion\"} "),
+        "{text}"
+    );
+    assert!(text.contains("confab_ratelimit_decisions_total{"), "{text}");
+    // Each metric family exactly once.
+    let mut types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE ")).collect();
+    let all = types.len();
+    types.sort();
+    types.dedup();
+    assert_eq!(types.len(), all, "a metric family twice:\n{text}");
     assert!(
         text.contains("confab_open_streams{service=\"confab.chat.v1.ChatService\"} 0"),
         "{text}"
