@@ -6,7 +6,6 @@
 //! [`service`] (the orchestration), and here the config, wiring and gRPC adapter.
 #![forbid(unsafe_code)]
 
-pub mod channel;
 pub mod context;
 pub mod error;
 pub mod metrics;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use confab_common::Identity;
+use confab_common::{GrpcChannel, Identity};
 use confab_proto::chat::v1 as chat;
 use confab_proto::conversation::v1 as conv;
 use confab_proto::conversation::v1::conversation_service_client::ConversationServiceClient;
@@ -16,7 +16,6 @@ use confab_proto::ratelimit::v1::rate_limit_service_client::RateLimitServiceClie
 use futures::{FutureExt, StreamExt};
 use tokio::time::Instant;
 
-use crate::channel::Channel;
 use crate::context::{self, FileInput, HistoryMessage, Plan, PlanInput, TextPart};
 use crate::error::ChatError;
 use crate::metrics::Metrics;
@@ -35,111 +34,6 @@ const HISTORY_MAX_PAGES: usize = 5;
 /// Largest text of one Delta event built from deltas that were already waiting.
 const MAX_COALESCED_BYTES: usize = 4096;
 const TITLE_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// Each call boxed in a plain fn so its `Send` bound is proven here (works around a
-/// higher-ranked lifetime inference limit with the boxed channel error type).
-macro_rules! rpc {
-    ($name:ident, $client:ty, $method:ident, $req:ty, $resp:ty) => {
-        fn $name(
-            mut c: $client,
-            req: tonic::Request<$req>,
-        ) -> futures::future::BoxFuture<'static, Result<$resp, tonic::Status>> {
-            Box::pin(async move { c.$method(req).await.map(tonic::Response::into_inner) })
-        }
-    };
-}
-
-rpc!(
-    conv_create,
-    ConversationServiceClient<Channel>,
-    create_conversation,
-    conv::CreateConversationRequest,
-    conv::Conversation
-);
-rpc!(
-    conv_get,
-    ConversationServiceClient<Channel>,
-    get_conversation,
-    conv::GetConversationRequest,
-    conv::Conversation
-);
-rpc!(
-    conv_list,
-    ConversationServiceClient<Channel>,
-    list_messages,
-    conv::ListMessagesRequest,
-    conv::ListMessagesResponse
-);
-rpc!(
-    conv_get_message,
-    ConversationServiceClient<Channel>,
-    get_message,
-    conv::GetMessageRequest,
-    conv::Message
-);
-rpc!(
-    conv_append,
-    ConversationServiceClient<Channel>,
-    append_message,
-    conv::AppendMessageRequest,
-    conv::Message
-);
-rpc!(
-    conv_update_message,
-    ConversationServiceClient<Channel>,
-    update_message,
-    conv::UpdateMessageRequest,
-    conv::Message
-);
-rpc!(
-    conv_update,
-    ConversationServiceClient<Channel>,
-    update_conversation,
-    conv::UpdateConversationRequest,
-    conv::Conversation
-);
-rpc!(
-    conv_supersede,
-    ConversationServiceClient<Channel>,
-    supersede_messages,
-    conv::SupersedeMessagesRequest,
-    conv::SupersedeMessagesResponse
-);
-rpc!(
-    files_prompt_parts,
-    FileServiceClient<Channel>,
-    get_prompt_parts,
-    files::GetPromptPartsRequest,
-    files::GetPromptPartsResponse
-);
-rpc!(
-    rl_acquire,
-    RateLimitServiceClient<Channel>,
-    acquire,
-    rl::AcquireRequest,
-    rl::AcquireResponse
-);
-rpc!(
-    rl_release,
-    RateLimitServiceClient<Channel>,
-    release,
-    rl::ReleaseRequest,
-    rl::ReleaseResponse
-);
-rpc!(
-    rl_renew,
-    RateLimitServiceClient<Channel>,
-    renew_lease,
-    rl::RenewLeaseRequest,
-    rl::RenewLeaseResponse
-);
-rpc!(
-    rl_quota,
-    RateLimitServiceClient<Channel>,
-    get_quota,
-    rl::GetQuotaRequest,
-    rl::Quota
-);
 
 /// The providers this instance can use, and which model is the default.
 pub struct Providers {
@@ -186,9 +80,9 @@ pub struct Chat {
     providers: Providers,
     registry: Arc<Registry>,
     metrics: Metrics,
-    conversation: ConversationServiceClient<Channel>,
-    files: FileServiceClient<Channel>,
-    ratelimit: RateLimitServiceClient<Channel>,
+    conversation: ConversationServiceClient<GrpcChannel>,
+    files: FileServiceClient<GrpcChannel>,
+    ratelimit: RateLimitServiceClient<GrpcChannel>,
 }
 
 /// What the user asked for in this turn.
@@ -285,9 +179,9 @@ impl Chat {
             providers,
             registry: Arc::new(Registry::new(config.max_detached_per_user)),
             metrics: Metrics::global(),
-            conversation: ConversationServiceClient::new(Channel::new(deps.conversation)),
-            files: FileServiceClient::new(Channel::new(deps.files)),
-            ratelimit: RateLimitServiceClient::new(Channel::new(deps.ratelimit)),
+            conversation: ConversationServiceClient::new(deps.conversation),
+            files: FileServiceClient::new(deps.files),
+            ratelimit: RateLimitServiceClient::new(deps.ratelimit),
             config,
         }
     }
@@ -352,16 +246,17 @@ impl Chat {
             let (provider, spec) = self.providers.resolve(&model)?;
             let conversation = match conversation {
                 Some(c) => c,
-                None => conv_create(
-                    self.conversation.clone(),
-                    id.request(conv::CreateConversationRequest {
+                None => self
+                    .conversation
+                    .clone()
+                    .create_conversation(id.request(conv::CreateConversationRequest {
                         title: String::new(),
                         model: req.model.clone(),
                         system_prompt: req.system_prompt.clone(),
-                    }),
-                )
-                .await
-                .map_err(ChatError::downstream("conversation"))?,
+                    }))
+                    .await
+                    .map(tonic::Response::into_inner)
+                    .map_err(ChatError::downstream("conversation"))?,
             };
             let (history, files) = tokio::join!(
                 async {
@@ -535,16 +430,16 @@ impl Chat {
     }
 
     pub async fn quota(&self, id: &Identity) -> Result<rl::Quota, ChatError> {
-        rl_quota(
-            self.ratelimit.clone(),
-            id.request(rl::GetQuotaRequest {
+        self.ratelimit
+            .clone()
+            .get_quota(id.request(rl::GetQuotaRequest {
                 subject: Some(rl::Subject {
                     key: id.rate_limit_subject(),
                 }),
-            }),
-        )
-        .await
-        .map_err(ChatError::downstream("rate-limit"))
+            }))
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(ChatError::downstream("rate-limit"))
     }
 
     pub async fn get_message(
@@ -553,15 +448,15 @@ impl Chat {
         conversation_id: &str,
         message_id: &str,
     ) -> Result<conv::Message, ChatError> {
-        conv_get_message(
-            self.conversation.clone(),
-            id.request(conv::GetMessageRequest {
+        self.conversation
+            .clone()
+            .get_message(id.request(conv::GetMessageRequest {
                 conversation_id: conversation_id.to_owned(),
                 message_id: message_id.to_owned(),
-            }),
-        )
-        .await
-        .map_err(ChatError::downstream("conversation"))
+            }))
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(ChatError::downstream("conversation"))
     }
 
     // ---- preparation ---------------------------------------------------------------
@@ -571,14 +466,14 @@ impl Chat {
         id: &Identity,
         conversation_id: &str,
     ) -> Result<conv::Conversation, ChatError> {
-        conv_get(
-            self.conversation.clone(),
-            id.request(conv::GetConversationRequest {
+        self.conversation
+            .clone()
+            .get_conversation(id.request(conv::GetConversationRequest {
                 conversation_id: conversation_id.to_owned(),
-            }),
-        )
-        .await
-        .map_err(ChatError::downstream("conversation"))
+            }))
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(ChatError::downstream("conversation"))
     }
 
     /// Non-superseded messages, oldest first (the newest pages, at most).
@@ -590,18 +485,19 @@ impl Chat {
         let mut out = Vec::new();
         let mut token = String::new();
         for _ in 0..HISTORY_MAX_PAGES {
-            let page = conv_list(
-                self.conversation.clone(),
-                id.request(conv::ListMessagesRequest {
+            let page = self
+                .conversation
+                .clone()
+                .list_messages(id.request(conv::ListMessagesRequest {
                     conversation_id: conversation_id.to_owned(),
                     page_size: HISTORY_PAGE,
                     page_token: token.clone(),
                     include_superseded: false,
                     newest_first: true,
-                }),
-            )
-            .await
-            .map_err(ChatError::downstream("conversation"))?;
+                }))
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(ChatError::downstream("conversation"))?;
             out.extend(page.messages);
             if page.next_page_token.is_empty() {
                 break;
@@ -621,18 +517,19 @@ impl Chat {
     ) -> Result<Lease, ChatError> {
         let subject = id.rate_limit_subject();
         let estimated = crate::tokens::estimate(content) + context::answer_reserve(spec);
-        let resp = rl_acquire(
-            self.ratelimit.clone(),
-            id.request(rl::AcquireRequest {
+        let resp = self
+            .ratelimit
+            .clone()
+            .acquire(id.request(rl::AcquireRequest {
                 subject: Some(rl::Subject {
                     key: subject.clone(),
                 }),
                 estimated_tokens: estimated,
                 open_stream: true,
                 request_id: uuid::Uuid::now_v7().to_string(),
-            }),
-        )
-        .await;
+            }))
+            .await
+            .map(tonic::Response::into_inner);
         let resp = match resp {
             Ok(r) => r,
             // A deployment without the rate-limit service (or an old one) still chats.
@@ -670,18 +567,19 @@ impl Chat {
         if lease.reservation_id.is_empty() && lease.lease_id.is_empty() {
             return;
         }
-        let r = rl_release(
-            self.ratelimit.clone(),
-            id.request(rl::ReleaseRequest {
+        let r = self
+            .ratelimit
+            .clone()
+            .release(id.request(rl::ReleaseRequest {
                 subject: Some(rl::Subject {
                     key: lease.subject.clone(),
                 }),
                 reservation_id: lease.reservation_id.clone(),
                 lease_id: lease.lease_id.clone(),
                 actual_tokens,
-            }),
-        )
-        .await;
+            }))
+            .await
+            .map(tonic::Response::into_inner);
         if let Err(e) = r {
             tracing::warn!(error = %e, "rate-limit release failed; the lease will expire");
         }
@@ -715,16 +613,17 @@ impl Chat {
         if file_ids.is_empty() {
             return Ok(out);
         }
-        let parts = files_prompt_parts(
-            self.files.clone(),
-            id.request(files::GetPromptPartsRequest {
+        let parts = self
+            .files
+            .clone()
+            .get_prompt_parts(id.request(files::GetPromptPartsRequest {
                 file_ids: file_ids.to_vec(),
                 include_images: vision,
                 max_image_side: 0,
-            }),
-        )
-        .await
-        .map_err(ChatError::downstream("files"))?;
+            }))
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(ChatError::downstream("files"))?;
         for f in parts.files {
             let info = f.file.unwrap_or_default();
             let is_image = info.kind == files::FileKind::Image as i32;
@@ -794,22 +693,23 @@ impl Chat {
         let mut plan = context::plan(&spec, &input, &counter)?;
 
         if let Some((from, inclusive)) = supersede {
-            conv_supersede(
-                self.conversation.clone(),
-                id.request(conv::SupersedeMessagesRequest {
+            self.conversation
+                .clone()
+                .supersede_messages(id.request(conv::SupersedeMessagesRequest {
                     conversation_id: conversation.id.clone(),
                     from_message_id: from,
                     inclusive,
-                }),
-            )
-            .await
-            .map_err(ChatError::downstream("conversation"))?;
+                }))
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(ChatError::downstream("conversation"))?;
         }
         let user_message = match ask.existing_user_message {
             Some(m) => m,
-            None => conv_append(
-                self.conversation.clone(),
-                id.request(conv::AppendMessageRequest {
+            None => self
+                .conversation
+                .clone()
+                .append_message(id.request(conv::AppendMessageRequest {
                     conversation_id: conversation.id.clone(),
                     role: conv::Role::User as i32,
                     content: ask.content.clone(),
@@ -818,10 +718,10 @@ impl Chat {
                     model: String::new(),
                     parent_id: ask.parent_id.clone(),
                     generation_id: String::new(),
-                }),
-            )
-            .await
-            .map_err(ChatError::downstream("conversation"))?,
+                }))
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(ChatError::downstream("conversation"))?,
         };
         if let Some(last) = plan.context.messages.last_mut() {
             last.message_id.clone_from(&user_message.id);
@@ -837,9 +737,10 @@ impl Chat {
             AbortOnDrop(tokio::spawn(async move { provider.stream(request).await }))
         };
         let generation_id = uuid::Uuid::now_v7().to_string();
-        let assistant = conv_append(
-            self.conversation.clone(),
-            id.request(conv::AppendMessageRequest {
+        let assistant = self
+            .conversation
+            .clone()
+            .append_message(id.request(conv::AppendMessageRequest {
                 conversation_id: conversation.id.clone(),
                 role: conv::Role::Assistant as i32,
                 content: String::new(),
@@ -848,10 +749,10 @@ impl Chat {
                 model: spec.id.clone(),
                 parent_id: user_message.id.clone(),
                 generation_id: generation_id.clone(),
-            }),
-        )
-        .await
-        .map_err(ChatError::downstream("conversation"))?;
+            }))
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(ChatError::downstream("conversation"))?;
         Ok(PreparedTurn {
             identity: id.clone(),
             conversation_id: conversation.id,
@@ -1020,9 +921,10 @@ impl Chat {
             (None, true) => (conv::MessageStatus::Stopped, String::new()),
             (None, false) => (conv::MessageStatus::Complete, String::new()),
         };
-        let saved = conv_update_message(
-            self.conversation.clone(),
-            id.request(conv::UpdateMessageRequest {
+        let saved = self
+            .conversation
+            .clone()
+            .update_message(id.request(conv::UpdateMessageRequest {
                 conversation_id: turn.conversation_id.clone(),
                 message_id: turn.assistant_message_id.clone(),
                 content: Some(text.clone()),
@@ -1035,9 +937,9 @@ impl Chat {
                 context: Some(turn.plan.context.clone()),
                 model: None,
                 error_message: (!error_message.is_empty()).then_some(error_message),
-            }),
-        )
-        .await;
+            }))
+            .await
+            .map(tonic::Response::into_inner);
         self.metrics
             .tokens(&turn.spec.id, usage.prompt_tokens, usage.completion_tokens);
 
@@ -1064,15 +966,16 @@ impl Chat {
                 self.metrics
                     .tokens(&model, u.prompt_tokens, u.completion_tokens);
             }
-            let r = conv_update(
-                self.conversation.clone(),
-                id.request(conv::UpdateConversationRequest {
+            let r = self
+                .conversation
+                .clone()
+                .update_conversation(id.request(conv::UpdateConversationRequest {
                     conversation_id: turn.conversation_id.clone(),
                     title: Some(title.clone()),
                     ..Default::default()
-                }),
-            )
-            .await;
+                }))
+                .await
+                .map(tonic::Response::into_inner);
             match r {
                 Ok(_) => {
                     g.publish(event(chat::chat_event::Event::TitleUpdated(
@@ -1128,7 +1031,7 @@ impl Chat {
 
     /// Stores the partial answer in the background (bounded by `save_interval`).
     fn save_progress(self: &Arc<Self>, id: &Identity, turn: &Turn, text: &str) {
-        let client = self.conversation.clone();
+        let mut client = self.conversation.clone();
         let req = id.request(conv::UpdateMessageRequest {
             conversation_id: turn.conversation_id.clone(),
             message_id: turn.assistant_message_id.clone(),
@@ -1136,14 +1039,18 @@ impl Chat {
             ..Default::default()
         });
         tokio::spawn(async move {
-            if let Err(e) = conv_update_message(client, req).await {
+            if let Err(e) = client
+                .update_message(req)
+                .await
+                .map(tonic::Response::into_inner)
+            {
                 tracing::debug!(error = %e, "progress save failed");
             }
         });
     }
 
     fn renew(self: &Arc<Self>, id: &Identity, lease: &Lease) {
-        let client = self.ratelimit.clone();
+        let mut client = self.ratelimit.clone();
         let req = id.request(rl::RenewLeaseRequest {
             subject: Some(rl::Subject {
                 key: lease.subject.clone(),
@@ -1151,7 +1058,11 @@ impl Chat {
             lease_id: lease.lease_id.clone(),
         });
         tokio::spawn(async move {
-            if let Err(e) = rl_renew(client, req).await {
+            if let Err(e) = client
+                .renew_lease(req)
+                .await
+                .map(tonic::Response::into_inner)
+            {
                 tracing::debug!(error = %e, "lease renewal failed");
             }
         });

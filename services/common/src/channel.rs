@@ -16,12 +16,91 @@ use crate::config::ConfigError;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// What generated clients are built on: `XClient::new(channel)`.
-pub type GrpcChannel = BoxCloneSyncService<
+type BoxedChannel = BoxCloneSyncService<
     http::Request<tonic::body::Body>,
     http::Response<tonic::body::Body>,
     BoxError,
 >;
+
+/// What generated clients are built on: `XClient::new(channel)`, remote or in-process.
+///
+/// A concrete type with a concrete error ([`ChannelError`]): generated clients over a
+/// service whose error is `Box<dyn Error + Send + Sync>` trip rustc's higher-ranked
+/// `Send` inference inside async code ("implementation of `From` is not general
+/// enough"); with a named error type there is no trait-object lifetime to erase, so
+/// `XClient<GrpcChannel>` calls work in spawned tasks and `Send` futures as they are.
+#[derive(Clone)]
+pub struct GrpcChannel(BoxedChannel);
+
+impl GrpcChannel {
+    /// Any cloneable HTTP/2 gRPC service as a channel.
+    pub fn new<S>(service: S) -> Self
+    where
+        S: Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+                Error = BoxError,
+            > + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        Self(BoxCloneSyncService::new(service))
+    }
+}
+
+impl std::fmt::Debug for GrpcChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GrpcChannel")
+    }
+}
+
+impl Service<http::Request<tonic::body::Body>> for GrpcChannel {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = ChannelError;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, ChannelError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ChannelError>> {
+        self.0.poll_ready(cx).map_err(ChannelError)
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let fut = self.0.call(req);
+        Box::pin(async move { fut.await.map_err(ChannelError) })
+    }
+}
+
+/// Why a [`GrpcChannel`] could not carry a call (connection refused, reset, ...).
+/// Derefs to the underlying error.
+#[derive(Debug)]
+pub struct ChannelError(pub BoxError);
+
+impl std::fmt::Display for ChannelError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for ChannelError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.0.as_ref())
+    }
+}
+
+impl std::ops::Deref for ChannelError {
+    type Target = dyn std::error::Error + Send + Sync + 'static;
+
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref()
+    }
+}
+
+impl From<BoxError> for ChannelError {
+    fn from(e: BoxError) -> Self {
+        Self(e)
+    }
+}
 
 /// Connections per remote service when `CONFAB_UPSTREAM_CONNECTIONS` is unset.
 pub const DEFAULT_CONNECTIONS: usize = 4;
@@ -99,7 +178,7 @@ pub fn remote_with(
             .map(|_| endpoint.connect_lazy())
             .collect(),
     );
-    Ok(BoxCloneSyncService::new(
+    Ok(GrpcChannel::new(
         ServiceBuilder::new()
             .layer(confab_telemetry::InjectContextLayer)
             .service(pool),
@@ -228,7 +307,7 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    BoxCloneSyncService::new(
+    GrpcChannel::new(
         ServiceBuilder::new()
             .layer(confab_telemetry::InjectContextLayer)
             .service(Spanned(server))
@@ -288,4 +367,44 @@ where
 /// Readiness of a channel without sending a request (used by health pages).
 pub async fn ready(channel: &GrpcChannel) -> bool {
     channel.clone().ready().await.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+
+    /// A generated client over `GrpcChannel` is callable from a spawned (`Send`) task,
+    /// in process and to a remote that is down (a typed error, not a panic).
+    #[tokio::test]
+    async fn generated_clients_work_in_send_contexts() {
+        let (_reporter, health) = tonic_health::server::health_reporter();
+        let channel = in_process(health);
+        assert!(ready(&channel).await);
+        let mut client = HealthClient::new(channel);
+        let status = tokio::spawn(async move {
+            client
+                .check(HealthCheckRequest::default())
+                .await
+                .map(|r| r.into_inner().status)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(status, ServingStatus::Serving as i32);
+
+        let down = remote_with(
+            "CONFAB_TEST_URL",
+            "http://127.0.0.1:1",
+            &RemoteOptions { connections: 1 },
+        )
+        .unwrap();
+        let mut client = HealthClient::new(down);
+        let err = tokio::spawn(async move { client.check(HealthCheckRequest::default()).await })
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
+    }
 }

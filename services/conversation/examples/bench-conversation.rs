@@ -274,37 +274,10 @@ fn report(backend: &str, seed: Duration, f: &Figures) {
     );
 }
 
-/// The channel with a named error type, so the client's futures are provably `Send`
-/// (as chat's own wrapper does).
-#[derive(Clone)]
-struct Chan(confab_common::GrpcChannel);
-
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct ChanError(confab_common::channel::BoxError);
-
-impl tower::Service<http::Request<tonic::body::Body>> for Chan {
-    type Response = http::Response<tonic::body::Body>;
-    type Error = ChanError;
-    type Future = futures::future::BoxFuture<'static, Result<Self::Response, ChanError>>;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), ChanError>> {
-        self.0.poll_ready(cx).map_err(ChanError)
-    }
-
-    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
-        let fut = self.0.call(req);
-        Box::pin(async move { fut.await.map_err(ChanError) })
-    }
-}
-
 /// The conversation calls of one chat turn up to `Started`; the answer's final update
 /// follows (outside the measurement, as it is after the first token).
 async fn turn(
-    mut client: ConversationServiceClient<Chan>,
+    mut client: ConversationServiceClient<confab_common::GrpcChannel>,
     user: Identity,
     conversation_id: Option<String>,
 ) -> Duration {
@@ -381,7 +354,7 @@ async fn turns() -> anyhow::Result<()> {
     let channel = confab_common::channel::in_process(
         confab_conversation::server(Config::sqlite(dir.path())).await?,
     );
-    let client = ConversationServiceClient::new(Chan(channel));
+    let client = ConversationServiceClient::new(channel);
     println!("sqlite chat turn (in-process gRPC), store work before Started:");
     for &conc in &[1usize, 10, 100] {
         let rounds = match conc {

@@ -28,7 +28,7 @@ pub const MAX_CONTEXT_BYTES: usize = 1024 * 1024;
 
 pub struct Conversations {
     store: Arc<dyn ConversationStore>,
-    files: Option<FileServiceClient<FilesChannel>>,
+    files: Option<FileServiceClient<GrpcChannel>>,
 }
 
 impl std::fmt::Debug for Conversations {
@@ -70,43 +70,11 @@ fn check_optional_id(what: &str, id: &str) -> Result<()> {
     }
 }
 
-/// The channel's boxed error in a named type: with `Box<dyn Error>` itself as the
-/// client's error, rustc cannot prove the call future `Send` (a higher-ranked lifetime
-/// limit), so the file-service client goes through this thin wrapper.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ChannelError(confab_common::channel::BoxError);
-
-#[derive(Clone)]
-pub struct FilesChannel(GrpcChannel);
-
-impl tower::Service<http::Request<tonic::body::Body>> for FilesChannel {
-    type Response = http::Response<tonic::body::Body>;
-    type Error = ChannelError;
-    type Future = futures::future::BoxFuture<'static, Result<Self::Response, ChannelError>>;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), ChannelError>> {
-        self.0.poll_ready(cx).map_err(ChannelError)
-    }
-
-    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
-        let fut = self.0.call(req);
-        Box::pin(async move { fut.await.map_err(ChannelError) })
-    }
-}
-
-fn files_client(channel: GrpcChannel) -> FileServiceClient<FilesChannel> {
-    FileServiceClient::new(FilesChannel(channel))
-}
-
 impl Conversations {
     pub fn new(store: Arc<dyn ConversationStore>, files: Option<GrpcChannel>) -> Self {
         Self {
             store,
-            files: files.map(files_client),
+            files: files.map(FileServiceClient::new),
         }
     }
 
