@@ -144,38 +144,13 @@ async fn check_upstream(u: &Upstream, probe: Option<tonic::transport::Channel>) 
 pub const HEALTH_USER: &str = "confab-health-check";
 
 /// A cheap read that reaches the service's store: `None` for services without one.
-/// Boxed with owned inputs: the boxed channel's client futures otherwise trip rustc's
-/// higher-ranked `Send` inference inside the axum handler.
+/// Boxed with owned inputs so the axum handler's future stays simple.
 fn check_store(u: &Upstream) -> futures::future::BoxFuture<'static, Option<&'static str>> {
     let (service, channel) = (u.service, u.channel.clone());
     Box::pin(store_read(service, channel))
 }
 
-/// [`GrpcChannel`] behind a concrete error type: generated clients over the boxed error
-/// trip rustc's higher-ranked `Send` inference ("`From` is not general enough").
-#[derive(Clone)]
-struct ProbeChannel(GrpcChannel);
-
-impl tower::Service<http::Request<tonic::body::Body>> for ProbeChannel {
-    type Response = http::Response<tonic::body::Body>;
-    type Error = std::io::Error;
-    type Future = futures::future::BoxFuture<'static, Result<Self::Response, std::io::Error>>;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), std::io::Error>> {
-        self.0.poll_ready(cx).map_err(std::io::Error::other)
-    }
-
-    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
-        let fut = self.0.call(req);
-        Box::pin(async move { fut.await.map_err(std::io::Error::other) })
-    }
-}
-
 async fn store_read(service: &'static str, channel: GrpcChannel) -> Option<&'static str> {
-    let channel = ProbeChannel(channel);
     use confab_proto::conversation::v1 as conv;
     use confab_proto::conversation::v1::conversation_service_client::ConversationServiceClient;
     use confab_proto::files::v1 as files;
