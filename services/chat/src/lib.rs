@@ -426,20 +426,20 @@ pub async fn run(launch: Launch, config: Config) -> anyhow::Result<()> {
     let in_process_limiter = config.ratelimit_url.is_none();
     let routes = Routes::new(server(config).await?);
     let metrics_task = match launch.server.metrics_addr {
-        Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot listen on CONFAB_METRICS_ADDR {addr}: {e}"))?;
-            tracing::info!(%addr, "serving /metrics");
-            Some(tokio::spawn(metrics::serve(listener, move || {
+        Some(addr) => Some(
+            confab_telemetry::spawn_metrics_server(addr, move || {
                 let mut registry = prometheus_client::registry::Registry::default();
                 metrics::Metrics::global().register(&mut registry);
                 if in_process_limiter {
                     confab_ratelimit::metrics::Metrics::global().register(&mut registry);
                 }
-                registry
-            })))
-        }
+                let mut out = String::new();
+                let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+                out
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on CONFAB_METRICS_ADDR {addr}: {e}"))?,
+        ),
         None => None,
     };
     let result = GrpcServer::new(routes, &[confab_proto::service_names::CHAT])

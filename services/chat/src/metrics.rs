@@ -97,55 +97,6 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` (Prometheus text of `registry()`) on `listener` until the task
-/// is dropped; for `CONFAB_METRICS_ADDR` on the standalone binary.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    registry: impl Fn() -> Registry + Send + Sync + 'static,
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let registry = std::sync::Arc::new(registry);
-    loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let registry = registry.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            let mut len = 0;
-            // Read the request head (bounded), answer, close.
-            while len < buf.len() {
-                match tokio::time::timeout(
-                    std::time::Duration::from_secs(5),
-                    stream.read(&mut buf[len..]),
-                )
-                .await
-                {
-                    Ok(Ok(n)) if n > 0 => len += n,
-                    _ => return,
-                }
-                if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-                    break;
-                }
-            }
-            let head = String::from_utf8_lossy(&buf[..len]);
-            let (status, body) = if head.starts_with("GET /metrics ") {
-                let mut out = String::new();
-                let _ = prometheus_client::encoding::text::encode(&mut out, &registry());
-                ("200 OK", out)
-            } else {
-                ("404 Not Found", "only GET /metrics here\n".to_owned())
-            };
-            let response = format!(
-                "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(response.as_bytes()).await;
-            let _ = stream.shutdown().await;
-        });
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

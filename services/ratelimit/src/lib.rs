@@ -332,14 +332,14 @@ pub async fn run(launch: Launch, config: Config) -> anyhow::Result<()> {
     );
     let metrics_task = match launch.server.metrics_addr {
         Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot listen on CONFAB_METRICS_ADDR {addr}: {e}"))?;
-            tracing::info!(%addr, "serving /metrics");
-            Some(tokio::spawn(metrics::serve(
-                listener,
-                domain.metrics().clone(),
-            )))
+            let metrics = domain.metrics().clone();
+            Some(
+                confab_telemetry::spawn_metrics_server(addr, move || metrics.encode())
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!("cannot listen on CONFAB_METRICS_ADDR {addr}: {e}")
+                    })?,
+            )
         }
         None => None,
     };

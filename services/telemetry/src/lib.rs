@@ -165,6 +165,39 @@ where
     }
 }
 
+/// Binds `addr` and serves `GET /metrics` (Prometheus text from `encode`) in a background
+/// task: the `CONFAB_METRICS_ADDR` port of the non-gateway services.
+pub async fn spawn_metrics_server<F>(
+    addr: std::net::SocketAddr,
+    encode: F,
+) -> std::io::Result<tokio::task::JoinHandle<()>>
+where
+    F: Fn() -> String + Clone + Send + Sync + 'static,
+{
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let encode = encode.clone();
+            async move {
+                (
+                    [(
+                        http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    encode(),
+                )
+            }
+        }),
+    );
+    tracing::info!(%addr, "serving /metrics");
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "metrics server stopped");
+        }
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
