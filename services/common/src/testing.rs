@@ -115,8 +115,9 @@ impl ChildGuard {
             .append(true)
             .open(&log_path)?;
         // Watchdog: report the child's pid, forward its exit code, kill it if we die.
+        // The child's stdout goes to the log: only the pid line may reach our pipe.
         let script = r#"parent=$1; shift
-"$@" &
+"$@" >&2 &
 child=$!
 echo $child
 while kill -0 "$parent" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 0.2; done
@@ -131,7 +132,7 @@ wait "$child"; exit $?"#;
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(log.try_clone()?)
+            .stderr(log)
             .kill_on_drop(true);
         for (k, v) in env {
             cmd.env(k, v);
@@ -144,14 +145,7 @@ wait "$child"; exit $?"#;
             .await?
             .and_then(|l| l.trim().parse().ok())
             .ok_or_else(|| std::io::Error::other("watchdog did not report a pid"))?;
-        // Keep draining the child's stdout into the log.
-        tokio::spawn(async move {
-            use std::io::Write;
-            let mut log = log;
-            while let Ok(Some(line)) = lines.next_line().await {
-                let _ = writeln!(log, "{line}");
-            }
-        });
+        drop(lines);
         Ok(Self {
             pid,
             wrapper,
