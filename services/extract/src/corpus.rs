@@ -174,7 +174,10 @@ pub fn docx(blocks: &[DocBlock]) -> Vec<u8> {
 /// A cell of a generated sheet.
 #[derive(Debug, Clone)]
 pub enum Cell {
+    /// Text in the shared-string table, as Excel writes it.
     Str(String),
+    /// Text inline in the cell (`t="inlineStr"`), as some generators write it.
+    Inline(String),
     Num(f64),
     /// Excel serial date (days since 1899-12-30), shown with a date format.
     Date(f64),
@@ -195,9 +198,11 @@ fn col_name(mut c: usize) -> String {
     String::from_utf8(s).unwrap_or_default()
 }
 
-/// A minimal XLSX with inline strings, a date style and cached formula values.
+/// A minimal XLSX with shared (and inline) strings, a date style and cached formula values.
 pub fn xlsx(sheets: &[(&str, Vec<Vec<Cell>>)]) -> Vec<u8> {
     let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut shared: Vec<&str> = Vec::new();
+    let mut shared_index: std::collections::HashMap<&str, usize> = Default::default();
     let mut wb_sheets = String::new();
     let mut wb_rels = String::new();
     let mut overrides = String::new();
@@ -215,7 +220,14 @@ pub fn xlsx(sheets: &[(&str, Vec<Vec<Cell>>)]) -> Vec<u8> {
             for (c, cell) in row.iter().enumerate() {
                 let at = format!("{}{}", col_name(c), r + 1);
                 match cell {
-                    Cell::Str(s) => data.push_str(&format!(
+                    Cell::Str(s) => {
+                        let i = *shared_index.entry(s.as_str()).or_insert_with(|| {
+                            shared.push(s.as_str());
+                            shared.len() - 1
+                        });
+                        data.push_str(&format!("<c r=\"{at}\" t=\"s\"><v>{i}</v></c>"));
+                    }
+                    Cell::Inline(s) => data.push_str(&format!(
                         "<c r=\"{at}\" t=\"inlineStr\"><is><t>{}</t></is></c>",
                         xml_escape(s)
                     )),
@@ -238,7 +250,7 @@ pub fn xlsx(sheets: &[(&str, Vec<Vec<Cell>>)]) -> Vec<u8> {
         ));
     }
     let content_types = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?>\n<Types xmlns=\"http://schemas.openxmlformats.org/package/2006/content-types\"><Default Extension=\"rels\" ContentType=\"application/vnd.openxmlformats-package.relationships+xml\"/><Default Extension=\"xml\" ContentType=\"application/xml\"/><Override PartName=\"/xl/workbook.xml\" ContentType=\"application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml\"/><Override PartName=\"/xl/styles.xml\" ContentType=\"application/vnd.openxmlformats-officedocument.spreadsheetml.styles+xml\"/>{overrides}</Types>"
+        "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?>\n<Types xmlns=\"http://schemas.openxmlformats.org/package/2006/content-types\"><Default Extension=\"rels\" ContentType=\"application/vnd.openxmlformats-package.relationships+xml\"/><Default Extension=\"xml\" ContentType=\"application/xml\"/><Override PartName=\"/xl/workbook.xml\" ContentType=\"application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml\"/><Override PartName=\"/xl/styles.xml\" ContentType=\"application/vnd.openxmlformats-officedocument.spreadsheetml.styles+xml\"/><Override PartName=\"/xl/sharedStrings.xml\" ContentType=\"application/vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml\"/>{overrides}</Types>"
     );
     let rels = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
 <Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="xl/workbook.xml"/></Relationships>"#;
@@ -247,8 +259,17 @@ pub fn xlsx(sheets: &[(&str, Vec<Vec<Cell>>)]) -> Vec<u8> {
     );
     let n_styles = sheets.len() + 1;
     let workbook_rels = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?>\n<Relationships xmlns=\"http://schemas.openxmlformats.org/package/2006/relationships\">{wb_rels}<Relationship Id=\"rId{n_styles}\" Type=\"http://schemas.openxmlformats.org/officeDocument/2006/relationships/styles\" Target=\"styles.xml\"/></Relationships>"
+        "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?>\n<Relationships xmlns=\"http://schemas.openxmlformats.org/package/2006/relationships\">{wb_rels}<Relationship Id=\"rId{n_styles}\" Type=\"http://schemas.openxmlformats.org/officeDocument/2006/relationships/styles\" Target=\"styles.xml\"/><Relationship Id=\"rId{}\" Type=\"http://schemas.openxmlformats.org/officeDocument/2006/relationships/sharedStrings\" Target=\"sharedStrings.xml\"/></Relationships>",
+        n_styles + 1
     );
+    let mut sst = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?>\n<sst xmlns=\"http://schemas.openxmlformats.org/spreadsheetml/2006/main\" count=\"{0}\" uniqueCount=\"{0}\">",
+        shared.len()
+    );
+    for s in &shared {
+        sst.push_str(&format!("<si><t>{}</t></si>", xml_escape(s)));
+    }
+    sst.push_str("</sst>");
     let styles = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
 <styleSheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><fonts count="1"><font><sz val="11"/><name val="Calibri"/></font></fonts><fills count="1"><fill><patternFill patternType="none"/></fill></fills><borders count="1"><border/></borders><cellStyleXfs count="1"><xf numFmtId="0" fontId="0" fillId="0" borderId="0"/></cellStyleXfs><cellXfs count="2"><xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0"/><xf numFmtId="14" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"/></cellXfs></styleSheet>"#;
     let mut all: Vec<(&str, Vec<u8>)> = vec![
@@ -257,6 +278,7 @@ pub fn xlsx(sheets: &[(&str, Vec<Vec<Cell>>)]) -> Vec<u8> {
         ("xl/workbook.xml", workbook.into_bytes()),
         ("xl/_rels/workbook.xml.rels", workbook_rels.into_bytes()),
         ("xl/styles.xml", styles.as_bytes().to_vec()),
+        ("xl/sharedStrings.xml", sst.into_bytes()),
     ];
     for (name, data) in &entries {
         all.push((name.as_str(), data.clone()));

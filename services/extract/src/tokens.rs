@@ -3,7 +3,7 @@
 //! building the token list). The tables are built once per process (warmed up at
 //! service start).
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::types::Table;
 use bpe_openai::Tokenizer;
@@ -38,7 +38,7 @@ pub fn count_sheet(text: &str, table: &Table) -> u32 {
     let lines = table.rows.len() + 2;
     // Bytes of the rendering and occurrences of each distinct cell.
     let mut rendered = lines * (2 + 3 * width) + 3 * width;
-    let mut seen: HashMap<&str, u64> = HashMap::new();
+    let mut seen: HashMap<&str, u64> = HashMap::default();
     for cells in std::iter::once(&table.header).chain(table.rows.iter().map(|r| &r.cells)) {
         for i in 0..width {
             let cell = cells.get(i).map(String::as_str).unwrap_or("");
@@ -55,17 +55,34 @@ pub fn count_sheet(text: &str, table: &Table) -> u32 {
         return count(text);
     };
     let distinct: Vec<(&str, u64)> = seen.into_iter().collect();
-    let cost = |&(cell, times): &(&str, u64)| -> u64 {
-        let mut s = String::with_capacity(cell.len() + 2);
-        s.push(' ');
-        crate::extract::md_cell_into(&mut s, cell);
-        bpe().count(s.as_str()) as u64 * times
+    // One piece cache per thread: cells split into the pre-tokenizer's pieces repeat
+    // pieces far more than they repeat whole (digit groups, words, separators).
+    let cost = |cache: &mut PieceCache, &(cell, times): &(&str, u64)| -> u64 {
+        cache.line.clear();
+        cache.line.push(' ');
+        crate::extract::md_cell_into(&mut cache.line, cell);
+        let line = std::mem::take(&mut cache.line);
+        let n = cache.count(&line);
+        cache.line = line;
+        n * times
     };
     let cells: u64 = if distinct.len() >= PARALLEL_CELLS {
         use rayon::prelude::*;
-        distinct.par_iter().with_min_len(256).map(cost).sum()
+        distinct
+            .par_iter()
+            .with_min_len(256)
+            .fold(
+                || (PieceCache::default(), 0u64),
+                |(mut cache, sum), cell| {
+                    let n = cost(&mut cache, cell);
+                    (cache, sum + n)
+                },
+            )
+            .map(|(_, sum)| sum)
+            .sum()
     } else {
-        distinct.iter().map(cost).sum()
+        let mut cache = PieceCache::default();
+        distinct.iter().map(|cell| cost(&mut cache, cell)).sum()
     };
     // Each line is "|", then per cell " <cell>" and " |"; a line ends " |\n" instead.
     let (bar, border, border_nl) = (count("|"), count(" |"), count(" |\n"));
@@ -76,6 +93,87 @@ pub fn count_sheet(text: &str, table: &Table) -> u32 {
         + width as u64 * u64::from(count(" ---"))
         + u64::from(count(tail));
     u32::try_from(total).unwrap_or(u32::MAX)
+}
+
+/// Counts text by cl100k's pre-tokenizer pieces, each distinct piece counted once.
+#[derive(Default)]
+struct PieceCache {
+    counts: HashMap<String, u32>,
+    /// A reusable buffer for the caller.
+    line: String,
+}
+
+impl PieceCache {
+    /// Tokens of `text`: BPE never merges across pieces, so the count is the sum over the
+    /// pieces. Text outside the simple alphabet (see `simple_pieces`) is counted whole.
+    fn count(&mut self, text: &str) -> u64 {
+        let mut total = 0u64;
+        let simple = simple_pieces(text, |piece| {
+            total += u64::from(match self.counts.get(piece) {
+                Some(&n) => n,
+                None => {
+                    let n = count(piece);
+                    self.counts.insert(piece.to_owned(), n);
+                    n
+                }
+            });
+        });
+        if simple {
+            total
+        } else {
+            u64::from(count(text))
+        }
+    }
+}
+
+fn is_punct(b: u8) -> bool {
+    b.is_ascii_punctuation()
+}
+
+/// Cuts `text` the way cl100k's pre-tokenizer does, for text of printable ASCII without
+/// apostrophes (no contractions), runs of spaces or a trailing space: letter runs with at
+/// most one non-letter before them, digit groups of one to three, punctuation runs with
+/// at most one space before them, and a space before a digit on its own. Returns false,
+/// without calling `each`, for any other text.
+fn simple_pieces(text: &str, mut each: impl FnMut(&str)) -> bool {
+    let b = text.as_bytes();
+    let n = b.len();
+    if n == 0
+        || b[n - 1] == b' '
+        || b.iter().any(|&c| !(0x20..0x7f).contains(&c) || c == b'\'')
+        || b.windows(2).any(|w| w == b"  ")
+    {
+        return false;
+    }
+    let run = |mut i: usize, pred: fn(u8) -> bool| {
+        while i < n && pred(b[i]) {
+            i += 1;
+        }
+        i
+    };
+    let mut i = 0;
+    while i < n {
+        let start = i;
+        let c = b[i];
+        let next = b.get(i + 1).copied();
+        i = if c.is_ascii_alphabetic() {
+            run(i + 1, |c| c.is_ascii_alphabetic())
+        } else if c.is_ascii_digit() {
+            (i + 1..n.min(i + 3))
+                .find(|&j| !b[j].is_ascii_digit())
+                .unwrap_or(n.min(i + 3))
+        } else if next.is_some_and(|c| c.is_ascii_alphabetic()) {
+            run(i + 2, |c| c.is_ascii_alphabetic())
+        } else if c == b' ' && next.is_some_and(is_punct) {
+            run(i + 2, is_punct)
+        } else if c == b' ' {
+            i + 1
+        } else {
+            run(i + 1, is_punct)
+        };
+        each(&text[start..i]);
+    }
+    true
 }
 
 #[cfg(test)]
@@ -124,6 +222,50 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn simple_pieces_add_up_to_the_whole_count() {
+        let alphabet = b"aZq09 5.-,:/$%()|#+=_";
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut checked = 0;
+        for len in [1usize, 2, 3, 4, 6, 9, 14, 25] {
+            for _ in 0..3000 {
+                let s: String = (0..len)
+                    .map(|_| {
+                        rng ^= rng << 13;
+                        rng ^= rng >> 7;
+                        rng ^= rng << 17;
+                        alphabet[(rng % alphabet.len() as u64) as usize] as char
+                    })
+                    .collect();
+                let mut pieces = vec![];
+                if simple_pieces(&s, |p| pieces.push(p.to_owned())) {
+                    checked += 1;
+                    assert_eq!(pieces.concat(), s);
+                    let sum: u32 = pieces.iter().map(|p| count(p)).sum();
+                    assert_eq!(sum, count(&s), "{s:?} → {pieces:?}");
+                }
+            }
+        }
+        assert!(checked > 10_000, "{checked}");
+        for s in [
+            " 2024-01-15",
+            " -42.5",
+            " 12345678",
+            " $1,250.00",
+            " (b)",
+            " item7 x",
+        ] {
+            let mut cache = PieceCache::default();
+            assert_eq!(cache.count(s), u64::from(count(s)), "{s:?}");
+            assert_eq!(cache.count(s), u64::from(count(s)), "{s:?} (cached)");
+        }
+        // Outside the alphabet: counted whole.
+        for s in [" it's", "a  b", "b ", "日本", "tab\t"] {
+            assert!(!simple_pieces(s, |_| {}), "{s:?}");
+            assert_eq!(PieceCache::default().count(s), u64::from(count(s)));
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use quick_xml::Reader;
 use quick_xml::events::{BytesStart, Event};
 
 use crate::error::{ExtractError, Result};
-use crate::extract::{Limits, part, render_table, table_from_rows, zipsafe};
+use crate::extract::{Limits, part, push_entity, render_table, table_from_rows, zipsafe};
 
 const WHAT: &str = "Word document";
 
@@ -186,17 +186,7 @@ fn parse_document(xml: &str, styles: &HashMap<String, u8>, limits: &Limits) -> R
             }
             Event::GeneralRef(r) if in_text => {
                 if let Some(p) = para.as_mut() {
-                    match r.resolve_char_ref() {
-                        Ok(Some(c)) => p.text.push(c),
-                        _ => p.text.push_str(match &*r {
-                            "amp" => "&",
-                            "lt" => "<",
-                            "gt" => ">",
-                            "quot" => "\"",
-                            "apos" => "'",
-                            _ => "",
-                        }),
-                    }
+                    push_entity(&mut p.text, &r);
                 }
             }
             Event::End(e) => match e.local_name().as_ref() {

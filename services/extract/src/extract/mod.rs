@@ -7,6 +7,7 @@ pub mod image;
 pub mod pdf;
 pub mod sheet;
 pub mod text;
+pub mod xlsx;
 pub mod zipsafe;
 
 use std::time::{Duration, Instant};
@@ -103,7 +104,7 @@ pub fn extract(detected: Detected, data: &[u8], limits: &Limits) -> Result<Extra
                 (FileKind::Docx, p, w, None)
             }
             Detected::Xlsx => {
-                let (p, w) = sheet::extract_xlsx(data, limits)?;
+                let (p, w) = xlsx::extract(data, limits)?;
                 (FileKind::Xlsx, p, w, None)
             }
             Detected::Csv(delim) => {
@@ -198,6 +199,21 @@ fn cap_text(parts: &mut Vec<ExtractedPart>, warnings: &mut Vec<String>, max: usi
             "the extracted text was longer than {} MB and was cut after part {n} of {total}",
             max / (1024 * 1024)
         ));
+    }
+}
+
+/// Appends what an XML entity reference (`&amp;`, `&#10;`) stands for.
+pub(crate) fn push_entity(out: &mut String, r: &quick_xml::events::BytesRef<'_>) {
+    match r.resolve_char_ref() {
+        Ok(Some(c)) => out.push(c),
+        _ => out.push_str(match &**r {
+            "amp" => "&",
+            "lt" => "<",
+            "gt" => ">",
+            "quot" => "\"",
+            "apos" => "'",
+            _ => "",
+        }),
     }
 }
 

@@ -1,22 +1,19 @@
-//! XLSX (calamine, cell by cell so a sparse sheet cannot make us allocate its whole
-//! declared grid) and CSV: per sheet, header row + Markdown table; large sheets are
+//! Sheets (XLSX via `xlsx`, and CSV here) as a header row + Markdown table, cell by cell
+//! so a sparse sheet cannot make us allocate its whole declared grid; large sheets are
 //! summarised (dimensions, header, first rows, a note of what was left out).
 
 use std::collections::BTreeMap;
-use std::io::Cursor;
 
 use crate::types::{ExtractedPart, PartKind, SheetSummary};
-use calamine::{DataRef, Reader, Xlsx};
 
 use crate::error::{ExtractError, Result};
-use crate::extract::{Limits, part, render_table, table_from_rows, zipsafe};
+use crate::extract::{Limits, part, render_table, table_from_rows};
 
-const WHAT: &str = "Excel workbook";
 /// Cells kept per row (beyond it the row is cut; the summary says so).
 const MAX_CELLS_PER_ROW: u32 = 1024;
 
 /// Rows gathered from a sheet: the first ones in full, the rest only counted.
-struct Grid {
+pub(crate) struct Grid {
     rows: BTreeMap<u32, BTreeMap<u32, String>>,
     keep: usize,
     total_rows: u32,
@@ -28,7 +25,7 @@ struct Grid {
 }
 
 impl Grid {
-    fn new(keep: usize) -> Self {
+    pub(crate) fn new(keep: usize) -> Self {
         Self {
             rows: BTreeMap::new(),
             keep,
@@ -40,7 +37,7 @@ impl Grid {
         }
     }
 
-    fn put(&mut self, row: u32, col: u32, value: String) {
+    pub(crate) fn put(&mut self, row: u32, col: u32, value: &str) {
         if value.trim().is_empty() {
             return;
         }
@@ -66,10 +63,13 @@ impl Grid {
         }
         match self.rows.last_entry() {
             Some(mut last) if *last.key() == row => {
-                last.get_mut().insert(col, value);
+                last.get_mut().insert(col, value.to_owned());
             }
             _ => {
-                self.rows.entry(row).or_default().insert(col, value);
+                self.rows
+                    .entry(row)
+                    .or_default()
+                    .insert(col, value.to_owned());
             }
         }
         if self.rows.len() > self.keep {
@@ -77,7 +77,7 @@ impl Grid {
         }
     }
 
-    fn into_part(mut self, label: String, limits: &Limits) -> ExtractedPart {
+    pub(crate) fn into_part(mut self, label: String, limits: &Limits) -> ExtractedPart {
         let total_columns = if self.rows.is_empty() {
             0
         } else {
@@ -138,136 +138,6 @@ impl Grid {
     }
 }
 
-pub fn extract_xlsx(data: &[u8], limits: &Limits) -> Result<(Vec<ExtractedPart>, Vec<String>)> {
-    let entries = zipsafe::read_entries(data, WHAT, limits, |n| {
-        (n.ends_with(".xml") || n.ends_with(".rels"))
-            && !n.starts_with("xl/media/")
-            && !n.starts_with("xl/drawings/")
-            && !n.starts_with("xl/charts/")
-    })?;
-    let packed = zipsafe::repack_stored(&entries)?;
-    drop(entries);
-    let open = || -> Result<Xlsx<Cursor<&[u8]>>> {
-        calamine::open_workbook_from_rs(Cursor::new(packed.as_slice()))
-            .map_err(|e| ExtractError::invalid(format!("the {WHAT} is corrupt: {e}")))
-    };
-    let wb = open()?;
-    let names = wb.sheet_names();
-    if names.is_empty() {
-        return Err(ExtractError::invalid("the Excel workbook has no sheets"));
-    }
-    // Sheets are read in parallel: contiguous runs of sheets, one workbook handle each.
-    let runs = rayon::current_num_threads().clamp(1, names.len());
-    let per_run = names.len().div_ceil(runs);
-    let chunks: Vec<&[String]> = names.chunks(per_run).collect();
-    let mut first = Some(wb);
-    let handles: Vec<Xlsx<Cursor<&[u8]>>> = chunks
-        .iter()
-        .map(|_| match first.take() {
-            Some(wb) => Ok(wb),
-            None => open(),
-        })
-        .collect::<Result<_>>()?;
-    let results: Vec<Result<Vec<SheetOutcome>>> = {
-        use rayon::prelude::*;
-        chunks
-            .into_par_iter()
-            .zip(handles)
-            .map(|(names, mut wb)| {
-                names
-                    .iter()
-                    .map(|name| read_sheet(&mut wb, name, limits))
-                    .collect()
-            })
-            .collect()
-    };
-    let mut parts = Vec::with_capacity(names.len());
-    let mut warnings = Vec::new();
-    for run in results {
-        for outcome in run? {
-            match outcome {
-                SheetOutcome::Part(p) => parts.push(*p),
-                SheetOutcome::Unreadable(w) => warnings.push(w),
-            }
-        }
-    }
-    Ok((parts, warnings))
-}
-
-enum SheetOutcome {
-    Part(Box<ExtractedPart>),
-    Unreadable(String),
-}
-
-fn read_sheet(wb: &mut Xlsx<Cursor<&[u8]>>, name: &str, limits: &Limits) -> Result<SheetOutcome> {
-    limits.check_time()?;
-    let mut grid = Grid::new(limits.max_sheet_rows.saturating_add(1));
-    let mut reader = match wb.worksheet_cells_reader(name) {
-        Ok(r) => r,
-        Err(e) => {
-            return Ok(SheetOutcome::Unreadable(format!(
-                "sheet {name:?} could not be read: {e}"
-            )));
-        }
-    };
-    let mut n = 0u32;
-    loop {
-        n = n.wrapping_add(1);
-        if n.is_multiple_of(8192) {
-            limits.check_time()?;
-        }
-        match reader.next_cell() {
-            Ok(Some(cell)) => {
-                let (row, col) = cell.get_position();
-                grid.put(row, col, cell_text(cell.get_value()));
-            }
-            Ok(None) => break,
-            Err(e) => {
-                return Err(ExtractError::invalid(format!(
-                    "the {WHAT} is corrupt: sheet {name:?}: {e}"
-                )));
-            }
-        }
-    }
-    drop(reader);
-    Ok(SheetOutcome::Part(Box::new(
-        grid.into_part(format!("Sheet {name}"), limits),
-    )))
-}
-
-fn cell_text(v: &DataRef<'_>) -> String {
-    match v {
-        DataRef::Empty => String::new(),
-        DataRef::String(s) => s.clone(),
-        DataRef::SharedString(s) => (*s).to_owned(),
-        DataRef::Int(i) => i.to_string(),
-        DataRef::Float(f) => number(*f),
-        DataRef::Bool(b) => if *b { "TRUE" } else { "FALSE" }.to_owned(),
-        DataRef::DateTime(dt) => {
-            if dt.is_duration() {
-                return number(dt.as_f64());
-            }
-            match dt.as_datetime() {
-                Some(t) => {
-                    let s = t.to_string();
-                    s.strip_suffix(" 00:00:00").map(str::to_owned).unwrap_or(s)
-                }
-                None => number(dt.as_f64()),
-            }
-        }
-        DataRef::DateTimeIso(s) | DataRef::DurationIso(s) => s.clone(),
-        DataRef::Error(e) => e.to_string(),
-    }
-}
-
-fn number(f: f64) -> String {
-    if f.fract() == 0.0 && f.abs() < 1e15 {
-        format!("{}", f as i64)
-    } else {
-        format!("{f}")
-    }
-}
-
 pub fn extract_csv(
     data: &[u8],
     delimiter: u8,
@@ -300,7 +170,7 @@ pub fn extract_csv(
             grid.put(
                 row,
                 u32::try_from(col).unwrap_or(u32::MAX),
-                String::from_utf8_lossy(field).into_owned(),
+                &String::from_utf8_lossy(field),
             );
         }
         row += 1;

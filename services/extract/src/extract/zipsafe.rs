@@ -1,77 +1,112 @@
 //! Reading OOXML archives without trusting them: entry count capped, every byte
-//! inflated counted against a total (declared sizes are ignored), deadline checked.
+//! inflated counted against one total (declared sizes are ignored), deadline checked.
 
 use std::collections::HashMap;
 use std::io::{Cursor, Read};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{ExtractError, Result, human_size};
 use crate::extract::Limits;
 
+/// An opened archive. Clones share the inflate budget, so entries can be inflated on
+/// several threads at once and the total is still bounded.
+#[derive(Clone)]
+pub struct Archive<'a> {
+    zip: zip::ZipArchive<Cursor<&'a [u8]>>,
+    inflated: Arc<AtomicU64>,
+    what: &'static str,
+    limits: &'a Limits,
+}
+
+impl<'a> Archive<'a> {
+    pub fn open(data: &'a [u8], what: &'static str, limits: &'a Limits) -> Result<Self> {
+        let zip = zip::ZipArchive::new(Cursor::new(data)).map_err(|e| {
+            ExtractError::invalid(format!("the {what} is corrupt (bad ZIP structure: {e})"))
+        })?;
+        if zip.len() > limits.max_zip_entries {
+            return Err(ExtractError::invalid(format!(
+                "the {what} has {} entries; at most {} are accepted (possible ZIP bomb)",
+                zip.len(),
+                limits.max_zip_entries
+            )));
+        }
+        Ok(Self {
+            zip,
+            inflated: Arc::default(),
+            what,
+            limits,
+        })
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.zip
+            .file_names()
+            .filter_map(|n| n.ok().map(|n| n.into_owned()))
+            .collect()
+    }
+
+    /// The inflated bytes of entry `name`, or None when the archive has no such entry.
+    pub fn read(&mut self, name: &str) -> Result<Option<Vec<u8>>> {
+        self.limits.check_time()?;
+        let Some(index) = self.zip.index_for_name(name) else {
+            return Ok(None);
+        };
+        let what = self.what;
+        let mut entry = self
+            .zip
+            .by_index(index)
+            .map_err(|e| ExtractError::invalid(format!("the {what} is corrupt: {e}")))?;
+        if entry.is_dir() {
+            return Ok(None);
+        }
+        // Counted as it inflates, in steps, against the budget all clones share: entries
+        // read on several threads at once cannot together overshoot it by more than a step.
+        const STEP: usize = 256 * 1024;
+        let max = self.limits.max_inflated_bytes;
+        let mut buf = Vec::with_capacity((entry.size().min(max).min(64 << 20)) as usize);
+        loop {
+            let before = buf.len();
+            let n = (&mut entry)
+                .take(STEP as u64)
+                .read_to_end(&mut buf)
+                .map_err(|e| {
+                    ExtractError::invalid(format!("the {what} is corrupt: cannot read {name}: {e}"))
+                })?;
+            if n == 0 {
+                break;
+            }
+            let total = self
+                .inflated
+                .fetch_add(n as u64, Ordering::Relaxed)
+                .saturating_add(n as u64);
+            if total > max {
+                return Err(ExtractError::invalid(format!(
+                    "the {what} inflates to more than {} (possible ZIP bomb); it was not processed",
+                    human_size(max)
+                )));
+            }
+            debug_assert_eq!(buf.len(), before + n);
+        }
+        Ok(Some(buf))
+    }
+}
+
 /// Inflates the entries `want` selects, bounded by `limits`.
 pub fn read_entries(
     data: &[u8],
-    what: &str,
+    what: &'static str,
     limits: &Limits,
     want: impl Fn(&str) -> bool,
 ) -> Result<HashMap<String, Vec<u8>>> {
-    let mut archive = zip::ZipArchive::new(Cursor::new(data)).map_err(|e| {
-        ExtractError::invalid(format!("the {what} is corrupt (bad ZIP structure: {e})"))
-    })?;
-    if archive.len() > limits.max_zip_entries {
-        return Err(ExtractError::invalid(format!(
-            "the {what} has {} entries; at most {} are accepted (possible ZIP bomb)",
-            archive.len(),
-            limits.max_zip_entries
-        )));
-    }
-    let mut total: u64 = 0;
+    let mut archive = Archive::open(data, what, limits)?;
     let mut out = HashMap::new();
-    for i in 0..archive.len() {
-        limits.check_time()?;
-        let mut entry = archive
-            .by_index(i)
-            .map_err(|e| ExtractError::invalid(format!("the {what} is corrupt: {e}")))?;
-        let Ok(name) = entry.name().map(|n| n.into_owned()) else {
-            continue;
-        };
-        if entry.is_dir() || !want(&name) {
-            continue;
+    for name in archive.names() {
+        if want(&name)
+            && let Some(bytes) = archive.read(&name)?
+        {
+            out.insert(name, bytes);
         }
-        let remaining = limits.max_inflated_bytes.saturating_sub(total);
-        let mut buf = Vec::with_capacity((entry.size().min(remaining).min(64 << 20)) as usize);
-        (&mut entry)
-            .take(remaining + 1)
-            .read_to_end(&mut buf)
-            .map_err(|e| {
-                ExtractError::invalid(format!("the {what} is corrupt: cannot read {name}: {e}"))
-            })?;
-        total += buf.len() as u64;
-        if total > limits.max_inflated_bytes {
-            return Err(ExtractError::invalid(format!(
-                "the {what} inflates to more than {} (possible ZIP bomb); it was not processed",
-                human_size(limits.max_inflated_bytes)
-            )));
-        }
-        out.insert(name, buf);
     }
     Ok(out)
-}
-
-/// Re-packs already-inflated entries as an uncompressed archive, so a parser that reads
-/// it (calamine) cannot be made to inflate anything.
-pub fn repack_stored(entries: &HashMap<String, Vec<u8>>) -> Result<Vec<u8>> {
-    use std::io::Write;
-    let size: usize = entries.values().map(|v| v.len() + 128).sum();
-    let mut w = zip::ZipWriter::new(Cursor::new(Vec::with_capacity(size + 1024)));
-    let opts = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Stored)
-        .large_file(size as u64 > u32::MAX as u64 / 2);
-    for (name, bytes) in entries {
-        w.start_file(name.as_str(), opts)
-            .map_err(|e| ExtractError::Internal(e.into()))?;
-        w.write_all(bytes)
-            .map_err(|e| ExtractError::Internal(e.into()))?;
-    }
-    let cursor = w.finish().map_err(|e| ExtractError::Internal(e.into()))?;
-    Ok(cursor.into_inner())
 }

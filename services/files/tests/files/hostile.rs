@@ -57,8 +57,18 @@ async fn zip_bombs_in_docx_and_xlsx_are_refused() {
     let docx = bomb(&[], "word/document.xml", 300 << 20);
     assert!(docx.len() < 10 << 20, "the bomb is small: {}", docx.len());
     refused(&mut app, "bomb.docx", &docx, "zip bomb").await;
+    // The bomb is the sheet the workbook points at (parts nobody reads are never inflated).
     let xlsx = bomb(
-        &[("xl/workbook.xml", b"<workbook/>")],
+        &[
+            (
+                "xl/workbook.xml",
+                br#"<workbook xmlns:r="r"><sheets><sheet name="S" r:id="rId1"/></sheets></workbook>"#,
+            ),
+            (
+                "xl/_rels/workbook.xml.rels",
+                br#"<Relationships><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet" Target="worksheets/sheet1.xml"/></Relationships>"#,
+            ),
+        ],
         "xl/worksheets/sheet1.xml",
         300 << 20,
     );
