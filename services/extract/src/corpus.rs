@@ -94,18 +94,24 @@ pub enum DocBlock {
     Heading(u8, String),
     Para(String),
     Bullet(String),
+    /// An item of a numbered list ("1.", "2.", ...), at a level (0 = top; level 1 is
+    /// lettered: "a)").
+    Numbered(u32, String),
     Table(Vec<Vec<String>>),
 }
 
 const W_NS: &str = "http://schemas.openxmlformats.org/wordprocessingml/2006/main";
 
-fn docx_para(style: Option<&str>, list: bool, text: &str) -> String {
+/// A paragraph; `list` is (numId, level): numId 1 is bulleted, 2 numbered.
+fn docx_para(style: Option<&str>, list: Option<(u32, u32)>, text: &str) -> String {
     let mut ppr = String::new();
     if let Some(s) = style {
         ppr.push_str(&format!("<w:pStyle w:val=\"{s}\"/>"));
     }
-    if list {
-        ppr.push_str("<w:numPr><w:ilvl w:val=\"0\"/><w:numId w:val=\"1\"/></w:numPr>");
+    if let Some((num, level)) = list {
+        ppr.push_str(&format!(
+            "<w:numPr><w:ilvl w:val=\"{level}\"/><w:numId w:val=\"{num}\"/></w:numPr>"
+        ));
     }
     let ppr = if ppr.is_empty() {
         String::new()
@@ -124,17 +130,22 @@ pub fn docx(blocks: &[DocBlock]) -> Vec<u8> {
     for b in blocks {
         match b {
             DocBlock::Heading(l, t) => {
-                body.push_str(&docx_para(Some(&format!("Heading{l}")), false, t))
+                body.push_str(&docx_para(Some(&format!("Heading{l}")), None, t))
             }
-            DocBlock::Para(t) => body.push_str(&docx_para(None, false, t)),
-            DocBlock::Bullet(t) => body.push_str(&docx_para(Some("ListParagraph"), true, t)),
+            DocBlock::Para(t) => body.push_str(&docx_para(None, None, t)),
+            DocBlock::Bullet(t) => {
+                body.push_str(&docx_para(Some("ListParagraph"), Some((1, 0)), t))
+            }
+            DocBlock::Numbered(level, t) => {
+                body.push_str(&docx_para(Some("ListParagraph"), Some((2, *level)), t))
+            }
             DocBlock::Table(rows) => {
                 body.push_str("<w:tbl><w:tblPr><w:tblStyle w:val=\"TableGrid\"/></w:tblPr>");
                 for row in rows {
                     body.push_str("<w:tr>");
                     for cell in row {
                         body.push_str("<w:tc>");
-                        body.push_str(&docx_para(None, false, cell));
+                        body.push_str(&docx_para(None, None, cell));
                         body.push_str("</w:tc>");
                     }
                     body.push_str("</w:tr>");
@@ -156,18 +167,25 @@ pub fn docx(blocks: &[DocBlock]) -> Vec<u8> {
         ));
     }
     styles.push_str("<w:style w:type=\"paragraph\" w:styleId=\"ListParagraph\"><w:name w:val=\"List Paragraph\"/></w:style></w:styles>");
+    let numbering = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?>\n<w:numbering xmlns:w=\"{W_NS}\">\
+<w:abstractNum w:abstractNumId=\"0\"><w:lvl w:ilvl=\"0\"><w:start w:val=\"1\"/><w:numFmt w:val=\"bullet\"/><w:lvlText w:val=\"\u{f0b7}\"/></w:lvl></w:abstractNum>\
+<w:abstractNum w:abstractNumId=\"1\"><w:lvl w:ilvl=\"0\"><w:start w:val=\"1\"/><w:numFmt w:val=\"decimal\"/><w:lvlText w:val=\"%1.\"/></w:lvl><w:lvl w:ilvl=\"1\"><w:start w:val=\"1\"/><w:numFmt w:val=\"lowerLetter\"/><w:lvlText w:val=\"%2)\"/></w:lvl></w:abstractNum>\
+<w:num w:numId=\"1\"><w:abstractNumId w:val=\"0\"/></w:num><w:num w:numId=\"2\"><w:abstractNumId w:val=\"1\"/></w:num></w:numbering>"
+    );
     let content_types = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
-<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="application/xml"/><Override PartName="/word/document.xml" ContentType="application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/><Override PartName="/word/styles.xml" ContentType="application/vnd.openxmlformats-officedocument.wordprocessingml.styles+xml"/></Types>"#;
+<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="application/xml"/><Override PartName="/word/document.xml" ContentType="application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/><Override PartName="/word/styles.xml" ContentType="application/vnd.openxmlformats-officedocument.wordprocessingml.styles+xml"/><Override PartName="/word/numbering.xml" ContentType="application/vnd.openxmlformats-officedocument.wordprocessingml.numbering+xml"/></Types>"#;
     let rels = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
 <Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="word/document.xml"/></Relationships>"#;
     let doc_rels = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
-<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/styles" Target="styles.xml"/></Relationships>"#;
+<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/styles" Target="styles.xml"/><Relationship Id="rId2" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/numbering" Target="numbering.xml"/></Relationships>"#;
     zip(&[
         ("[Content_Types].xml", content_types.as_bytes().to_vec()),
         ("_rels/.rels", rels.as_bytes().to_vec()),
         ("word/document.xml", document.into_bytes()),
         ("word/_rels/document.xml.rels", doc_rels.as_bytes().to_vec()),
         ("word/styles.xml", styles.into_bytes()),
+        ("word/numbering.xml", numbering.into_bytes()),
     ])
 }
 

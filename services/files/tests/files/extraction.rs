@@ -56,6 +56,11 @@ async fn docx_keeps_headings_lists_and_tables() {
         DocBlock::Heading(2, "Goals".into()),
         DocBlock::Bullet("first goal".into()),
         DocBlock::Bullet("second goal".into()),
+        DocBlock::Numbered(0, "install".into()),
+        DocBlock::Numbered(1, "download".into()),
+        DocBlock::Numbered(1, "unpack".into()),
+        DocBlock::Numbered(0, "run".into()),
+        DocBlock::Numbered(1, "start it".into()),
         DocBlock::Heading(1, "Numbers".into()),
         DocBlock::Table(vec![
             vec!["Name".into(), "Qty".into()],
@@ -77,6 +82,11 @@ async fn docx_keeps_headings_lists_and_tables() {
     );
     assert!(intro.contains("## Goals"), "{intro}");
     assert!(intro.contains("- first goal\n- second goal"), "{intro}");
+    // Numbered lists keep their numbers (sub-levels restart under each item).
+    assert!(
+        intro.contains("1. install\n  a) download\n  b) unpack\n2. run\n  a) start it"),
+        "{intro}"
+    );
     let numbers = &ex.parts[1];
     assert!(
         numbers
