@@ -186,7 +186,7 @@ pub async fn open_conversation(mut s: AppState, id: String) {
             async move {
                 api::conversations()
                     .list_messages(req(
-                        ListMessagesRequest { conversation_id, page_size: 200, page_token, include_superseded: false, newest_first: false },
+                        ListMessagesRequest { conversation_id, page_size: 200, page_token, include_superseded: false, newest_first: false, omit_context: false },
                         &t,
                     ))
                     .await

@@ -216,6 +216,10 @@ pub struct ListMessagesRequest {
     /// Newest first (for loading the tail of a long conversation) when true.
     #[prost(bool, tag = "5")]
     pub newest_first: bool,
+    /// Leave out each message's context plan (the chat service reading history needs only
+    /// the text; a long conversation's plans grow with its square).
+    #[prost(bool, tag = "6")]
+    pub omit_context: bool,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ListMessagesResponse {

@@ -248,6 +248,7 @@ impl Conversations {
             newest_first: req.newest_first,
             include_superseded: req.include_superseded,
             after_seq,
+            omit_context: req.omit_context,
         };
         let mut rows = self
             .store
@@ -321,6 +322,7 @@ impl Conversations {
                 newest_first: false,
                 include_superseded: false,
                 after_seq,
+                omit_context: false,
             };
             let page = self
                 .store

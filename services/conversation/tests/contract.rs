@@ -397,6 +397,23 @@ async fn messages_append_list_get_update(svc: &Conversations) {
         [&u.id, &asst.id]
     );
     assert!(r.next_page_token.is_empty());
+    assert!(r.messages[1].context.is_some());
+    // The same page without context plans (what the chat service reads for history).
+    let lean = svc
+        .list_messages(
+            &a,
+            ListMessagesRequest {
+                conversation_id: c.id.clone(),
+                omit_context: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(lean.messages.len(), 2);
+    assert!(lean.messages.iter().all(|m| m.context.is_none()));
+    assert_eq!(lean.messages[1].content, "A systems language.");
+    assert_eq!(lean.messages[1].usage, Some(usage));
     assert_eq!(
         svc.get_conversation(&a, &c.id).await.unwrap().message_count,
         2

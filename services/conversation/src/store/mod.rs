@@ -54,6 +54,8 @@ pub struct MessageQuery {
     pub include_superseded: bool,
     /// Sequence number of the last message of the previous page.
     pub after_seq: Option<i64>,
+    /// Messages come without their context plans.
+    pub omit_context: bool,
 }
 
 /// A message with its position in the conversation (for cursors).

@@ -436,7 +436,11 @@ impl ConversationStore for MongoStore {
                 .find(filter)
                 .sort(doc! {"seq": direction})
                 .limit(i64::from(q.limit))
-                .projection(no_terms())
+                .projection(if q.omit_context {
+                    doc! { "terms": 0, "context": 0 }
+                } else {
+                    no_terms()
+                })
                 .await?
                 .try_collect()
                 .await?;

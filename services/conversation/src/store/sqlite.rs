@@ -771,8 +771,13 @@ impl ConversationStore for SqliteStore {
             let (cmp, order) = if q.newest_first { ("<", "DESC") } else { (">", "ASC") };
             let after = q.after_seq.unwrap_or(if q.newest_first { i64::MAX } else { -1 });
             let hidden = if q.include_superseded { "" } else { "AND superseded = 0" };
+            let cols = if q.omit_context {
+                MSG_COLS.replace(" context,", " NULL,")
+            } else {
+                MSG_COLS.to_owned()
+            };
             let sql = format!(
-                "SELECT {MSG_COLS} FROM messages WHERE conversation_rid = ?1 AND seq {cmp} ?2 {hidden} \
+                "SELECT {cols} FROM messages WHERE conversation_rid = ?1 AND seq {cmp} ?2 {hidden} \
                  ORDER BY seq {order} LIMIT ?3"
             );
             let rows = conn
