@@ -226,7 +226,7 @@ impl Chat {
         validate_content(&req.content, &req.file_ids)?;
         let slot = self.detached_slot(id, req.detach_on_disconnect)?;
         let created = req.conversation_id.is_empty();
-        // The quota decision and the conversation load run together.
+        // The quota decision, the conversation and its history load together.
         let (_, estimate_spec) = self.providers.resolve(&req.model)?;
         let load = async {
             if created {
@@ -237,37 +237,43 @@ impl Chat {
                     .map(Some)
             }
         };
-        let (conversation, lease) =
-            tokio::join!(load, self.acquire(id, &req.content, &estimate_spec));
+        let history = async {
+            if created {
+                Ok(Vec::new())
+            } else {
+                self.history(id, &req.conversation_id).await
+            }
+        };
+        let (conversation, history, lease) = tokio::join!(
+            load,
+            history,
+            self.acquire(id, &req.content, &estimate_spec)
+        );
         let lease = ReleaseOnDrop::new(self, id, lease?);
         let result = async {
             let conversation = conversation?;
             let model = pick_model(&req.model, conversation.as_ref());
             let (provider, spec) = self.providers.resolve(&model)?;
-            let conversation = match conversation {
-                Some(c) => c,
-                None => self
-                    .conversation
-                    .clone()
-                    .create_conversation(id.request(conv::CreateConversationRequest {
-                        title: String::new(),
-                        model: req.model.clone(),
-                        system_prompt: req.system_prompt.clone(),
-                    }))
-                    .await
-                    .map(tonic::Response::into_inner)
-                    .map_err(ChatError::downstream("conversation"))?,
-            };
-            let (history, files) = tokio::join!(
+            let (conversation, files) = tokio::join!(
                 async {
-                    if created {
-                        Ok(Vec::new())
-                    } else {
-                        self.history(id, &conversation.id).await
+                    match conversation {
+                        Some(c) => Ok(c),
+                        None => self
+                            .conversation
+                            .clone()
+                            .create_conversation(id.request(conv::CreateConversationRequest {
+                                title: String::new(),
+                                model: req.model.clone(),
+                                system_prompt: req.system_prompt.clone(),
+                            }))
+                            .await
+                            .map(tonic::Response::into_inner)
+                            .map_err(ChatError::downstream("conversation")),
                     }
                 },
                 self.fetch_files(id, &req.file_ids, spec.vision)
             );
+            let conversation = conversation?;
             let history = history?;
             let first = !conversation.title_set && history.is_empty();
             let ask = Ask {
@@ -494,6 +500,7 @@ impl Chat {
                     page_token: token.clone(),
                     include_superseded: false,
                     newest_first: true,
+                    omit_context: true,
                 }))
                 .await
                 .map(tonic::Response::into_inner)

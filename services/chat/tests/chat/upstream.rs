@@ -4,6 +4,7 @@
 //! streams whose body was dropped before the end (the client went away).
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -140,7 +141,10 @@ impl Drop for DropProbe {
 }
 
 /// `(delay before, raw SSE text)` items, sent in order; `None` ends without [DONE].
-fn sse(rec: Arc<Recorder>, items: Vec<(u64, String)>) -> Response<Body> {
+fn sse<T: Into<bytes::Bytes> + Send + 'static>(
+    rec: Arc<Recorder>,
+    items: Vec<(u64, T)>,
+) -> Response<Body> {
     let probe = DropProbe { rec, done: false };
     let stream =
         futures::stream::unfold((items.into_iter(), probe), |(mut it, probe)| async move {
@@ -167,6 +171,25 @@ fn data(s: &str) -> String {
     format!("data: {s}\n\n")
 }
 
+/// `token_stream`, rendered once per shape (benchmarks ask for thousands of them; the
+/// fake's own cost should not be what they measure).
+fn cached_token_stream(n: usize, first_ms: u64, gap_ms: u64) -> Vec<(u64, bytes::Bytes)> {
+    type Items = Vec<(u64, bytes::Bytes)>;
+    static CACHE: std::sync::OnceLock<Mutex<HashMap<(usize, u64, u64), Items>>> =
+        std::sync::OnceLock::new();
+    CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .entry((n, first_ms, gap_ms))
+        .or_insert_with(|| {
+            token_stream(n, first_ms, gap_ms)
+                .into_iter()
+                .map(|(d, t)| (d, bytes::Bytes::from(t)))
+                .collect()
+        })
+        .clone()
+}
+
 /// N tokens, `gap_ms` apart, then finish + usage + [DONE].
 pub fn token_stream(n: usize, first_ms: u64, gap_ms: u64) -> Vec<(u64, String)> {
     let mut items = vec![];
@@ -181,7 +204,14 @@ pub fn token_stream(n: usize, first_ms: u64, gap_ms: u64) -> Vec<(u64, String)> 
 }
 
 async fn completions(State(rec): State<Arc<Recorder>>, Json(body): Json<Value>) -> Response<Body> {
-    rec.requests.lock().push(body.clone());
+    {
+        // The most recent requests (tests look at the last few; benchmarks send thousands).
+        let mut requests = rec.requests.lock();
+        if requests.len() >= 512 {
+            requests.remove(0);
+        }
+        requests.push(body.clone());
+    }
     rec.started.fetch_add(1, Ordering::SeqCst);
     if is_title(&body) {
         return sse(
@@ -226,7 +256,9 @@ async fn completions(State(rec): State<Arc<Recorder>>, Json(body): Json<Value>) 
             ),
             (0, data("[DONE]")),
         ],
-        "tokens" => token_stream(50, 0, 0),
+        "tokens" => return sse(rec, cached_token_stream(50, 0, 0)),
+        // 50 tokens at 100 tokens/s (a fast hosted model): half a second per answer.
+        "paced" => return sse(rec, cached_token_stream(50, 0, 10)),
         // About a second and a half: long enough to leave in the middle.
         "medium" => token_stream(60, 0, 25),
         "slow" => {
