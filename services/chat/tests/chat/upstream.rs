@@ -174,9 +174,8 @@ fn data(s: &str) -> String {
 /// `token_stream`, rendered once per shape (benchmarks ask for thousands of them; the
 /// fake's own cost should not be what they measure).
 fn cached_token_stream(n: usize, first_ms: u64, gap_ms: u64) -> Vec<(u64, bytes::Bytes)> {
-    type Items = Vec<(u64, bytes::Bytes)>;
-    static CACHE: std::sync::OnceLock<Mutex<HashMap<(usize, u64, u64), Items>>> =
-        std::sync::OnceLock::new();
+    type Cache = Mutex<HashMap<(usize, u64, u64), Vec<(u64, bytes::Bytes)>>>;
+    static CACHE: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
     CACHE
         .get_or_init(Default::default)
         .lock()
