@@ -38,6 +38,8 @@ const LEVELS: [usize; 3] = [1, 10, 100];
 const STEADY_PHASES: usize = 2;
 const STEADY_PHASE: Duration = Duration::from_secs(6);
 const BURST_ROUNDS: usize = 8;
+/// How long the paced upstream takes to stream one answer (50 tokens, 10 ms apart).
+const ANSWER_TIME: Duration = Duration::from_millis(500);
 /// Earlier question/answer pairs in each conversation (the history every turn reads).
 const HISTORY_EXCHANGES: usize = 3;
 
@@ -119,41 +121,50 @@ fn history_text(i: usize) -> String {
     format!("earlier message {i}: {}", "some words ".repeat(20))
 }
 
-/// One named conversation per user with `HISTORY_EXCHANGES` earlier exchanges.
+/// `per_user` named conversations for each user, each with `HISTORY_EXCHANGES` earlier
+/// exchanges (users seeded in parallel).
 async fn seed_conversations(
-    store: &mut ConversationServiceClient<confab_common::GrpcChannel>,
+    store: &ConversationServiceClient<confab_common::GrpcChannel>,
     users: &[Identity],
-) -> Vec<String> {
-    let mut ids = Vec::with_capacity(users.len());
-    for user in users {
-        let c = store
-            .create_conversation(user.request(conv::CreateConversationRequest {
-                title: "bench".into(),
-                ..Default::default()
-            }))
-            .await
-            .expect("create conversation")
-            .into_inner();
-        for i in 0..HISTORY_EXCHANGES * 2 {
-            let role = if i % 2 == 0 {
-                conv::Role::User
-            } else {
-                conv::Role::Assistant
-            };
-            store
-                .append_message(user.request(conv::AppendMessageRequest {
-                    conversation_id: c.id.clone(),
-                    role: role as i32,
-                    content: history_text(i),
-                    status: conv::MessageStatus::Complete as i32,
-                    ..Default::default()
-                }))
-                .await
-                .expect("append history");
+    per_user: usize,
+) -> Vec<Vec<String>> {
+    let seeds = users.iter().map(|user| {
+        let mut store = store.clone();
+        let user = user.clone();
+        async move {
+            let mut ids = Vec::with_capacity(per_user);
+            for _ in 0..per_user {
+                let c = store
+                    .create_conversation(user.request(conv::CreateConversationRequest {
+                        title: "bench".into(),
+                        ..Default::default()
+                    }))
+                    .await
+                    .expect("create conversation")
+                    .into_inner();
+                for i in 0..HISTORY_EXCHANGES * 2 {
+                    let role = if i % 2 == 0 {
+                        conv::Role::User
+                    } else {
+                        conv::Role::Assistant
+                    };
+                    store
+                        .append_message(user.request(conv::AppendMessageRequest {
+                            conversation_id: c.id.clone(),
+                            role: role as i32,
+                            content: history_text(i),
+                            status: conv::MessageStatus::Complete as i32,
+                            ..Default::default()
+                        }))
+                        .await
+                        .expect("append history");
+                }
+                ids.push(c.id);
+            }
+            ids
         }
-        ids.push(c.id);
-    }
-    ids
+    });
+    futures::future::join_all(seeds).await
 }
 
 /// What a run needs to reach both paths.
@@ -171,22 +182,37 @@ impl Bench {
     async fn steady(
         self: &Arc<Self>,
         conc: usize,
-        chat: Option<&[String]>,
+        chat: Option<&[Vec<String>]>,
     ) -> (Vec<Sample>, f64, f64) {
         let t0 = Instant::now();
         let cpu0 = cpu_seconds();
         let workers = (0..conc).map(|i| {
             let this = self.clone();
-            let conversation = chat.map(|c| c[i].clone());
+            // Each turn continues a different conversation with the same earlier
+            // exchanges, so every prompt matches the direct one (no history growth).
+            let conversations = chat.map(|c| c[i].clone());
             tokio::spawn(async move {
                 let mut out = vec![];
+                let mut turn = 0;
                 let mut client =
                     ChatServiceClient::new(this.channels[i % this.channels.len()].clone());
+                // Users arrive spread over one answer's time, not all in one instant
+                // (that is the burst case, measured on its own).
+                tokio::time::sleep(ANSWER_TIME * i as u32 / conc as u32).await;
                 while t0.elapsed() < STEADY_PHASE {
-                    out.push(match &conversation {
-                        Some(cid) => through_chat(&mut client, &this.users[i], cid, "paced").await,
+                    let begun = t0.elapsed();
+                    let sample = match &conversations {
+                        Some(ids) => {
+                            let cid = &ids[turn.min(ids.len() - 1)];
+                            turn += 1;
+                            through_chat(&mut client, &this.users[i], cid, "paced").await
+                        }
                         None => direct(&this.http, &this.url, "paced").await,
-                    });
+                    };
+                    // The ramp (the first answer's time) is not steady state yet.
+                    if begun >= ANSWER_TIME {
+                        out.push(sample);
+                    }
                 }
                 out
             })
@@ -204,10 +230,10 @@ impl Bench {
     }
 
     /// `conc` requests sent at once (unpaced upstream).
-    async fn burst(self: &Arc<Self>, conc: usize, chat: Option<&[String]>) -> Vec<Sample> {
+    async fn burst(self: &Arc<Self>, conc: usize, chat: Option<&[Vec<String>]>) -> Vec<Sample> {
         let batch = (0..conc).map(|i| {
             let this = self.clone();
-            let conversation = chat.map(|c| c[i].clone());
+            let conversation = chat.map(|c| c[i][0].clone());
             tokio::spawn(async move {
                 match conversation {
                     Some(cid) => {
@@ -226,8 +252,8 @@ impl Bench {
             .collect()
     }
 
-    async fn conversations(&self, conc: usize) -> Vec<String> {
-        seed_conversations(&mut self.store.clone(), &self.users[..conc]).await
+    async fn conversations(&self, conc: usize, per_user: usize) -> Vec<Vec<String>> {
+        seed_conversations(&self.store, &self.users[..conc], per_user).await
     }
 }
 
@@ -403,7 +429,7 @@ async fn main() {
         Err(_) => LEVELS.to_vec(),
     };
     // Warm-up: tokenizer tables, connections, SQLite caches.
-    let warm = bench.conversations(1).await;
+    let warm = bench.conversations(1, 1).await;
     let _ = bench.burst(1, Some(&warm)).await;
     let _ = bench.burst(1, None).await;
 
@@ -417,17 +443,24 @@ async fn main() {
     header(true);
     let mut verdict = None;
     for &conc in &levels {
-        let convs = bench.conversations(conc).await;
+        // Enough conversations for every turn of every phase (a turn takes a little
+        // more than one answer's time).
+        let per_phase = (STEADY_PHASE.as_millis() / ANSWER_TIME.as_millis()) as usize + 1;
+        let convs = bench.conversations(conc, STEADY_PHASES * per_phase).await;
         let (mut d, mut c) = (vec![], vec![]);
         let (mut d_rate, mut c_rate, mut d_cpu, mut c_cpu) = (0.0, 0.0, 0.0, 0.0);
         // Direct and through-chat phases alternate so both see the same machine.
         let share = 1.0 / STEADY_PHASES as f64;
-        for _ in 0..STEADY_PHASES {
+        for phase in 0..STEADY_PHASES {
             let (s, r, cpu) = bench.steady(conc, None).await;
             d.extend(s);
             d_rate += r * share;
             d_cpu += cpu * share;
-            let (s, r, cpu) = bench.steady(conc, Some(&convs)).await;
+            let fresh: Vec<Vec<String>> = convs
+                .iter()
+                .map(|ids| ids[phase * per_phase..].to_vec())
+                .collect();
+            let (s, r, cpu) = bench.steady(conc, Some(&fresh)).await;
             c.extend(s);
             c_rate += r * share;
             c_cpu += cpu * share;
@@ -450,7 +483,7 @@ async fn main() {
     for &conc in &levels {
         let (mut d, mut c) = (vec![], vec![]);
         for _ in 0..BURST_ROUNDS {
-            let convs = bench.conversations(conc).await;
+            let convs = bench.conversations(conc, 1).await;
             d.extend(bench.burst(conc, None).await);
             c.extend(bench.burst(conc, Some(&convs)).await);
         }

@@ -121,6 +121,60 @@ pub struct Turn {
     detached: Option<DetachedSlot>,
 }
 
+/// How often the answer's text goes to the client while the model is fast: once per
+/// display frame (60 Hz). The first text goes at once; later deltas arriving within a
+/// frame of the last event travel together, so a fast model costs one event per frame
+/// instead of one per token, and nobody sees the difference.
+const FRAME: Duration = Duration::from_millis(16);
+
+/// The answer as it streams: what was published, and deltas held for the next frame.
+struct Relay {
+    text: String,
+    pending: String,
+    first_token: bool,
+    last_sent: Option<Instant>,
+    /// When the held deltas go out (set while some are held).
+    flush_at: Option<Instant>,
+    saved_len: usize,
+    last_save: Instant,
+}
+
+impl Relay {
+    /// Deltas were added to `pending`: sent now unless the last event went out less
+    /// than a frame ago (then at the end of that frame) and there is little text held.
+    fn delta_received(&mut self, chat: &Arc<Chat>, turn: &Turn, g: &Generation) {
+        let due = self.last_sent.is_none_or(|at| at.elapsed() >= FRAME);
+        if due || self.pending.len() >= MAX_COALESCED_BYTES {
+            self.flush(chat, turn, g);
+        } else if self.flush_at.is_none() {
+            self.flush_at = self.last_sent.map(|at| at + FRAME);
+        }
+    }
+
+    /// Publishes the held deltas as one event (and saves progress now and then).
+    fn flush(&mut self, chat: &Arc<Chat>, turn: &Turn, g: &Generation) {
+        self.flush_at = None;
+        if self.pending.is_empty() {
+            return;
+        }
+        if self.first_token {
+            self.first_token = false;
+            chat.metrics
+                .time_to_first_token(&turn.spec.id, turn.received.elapsed().as_secs_f64());
+        }
+        self.text.push_str(&self.pending);
+        g.publish(delta(&self.pending));
+        self.pending.clear();
+        self.last_sent = Some(Instant::now());
+        if self.last_save.elapsed() >= chat.config.save_interval && self.text.len() > self.saved_len
+        {
+            self.last_save = Instant::now();
+            self.saved_len = self.text.len();
+            chat.save_progress(&turn.identity, turn, &self.text);
+        }
+    }
+}
+
 /// A spawned task that is aborted when its handle is dropped.
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 
@@ -830,13 +884,20 @@ impl Chat {
             text.push_str(&note);
         }
 
-        let mut first_token = true;
+        let mut out = Relay {
+            text,
+            pending: String::new(),
+            first_token: true,
+            last_sent: None,
+            flush_at: None,
+            saved_len: 0,
+            last_save: Instant::now(),
+        };
+        out.saved_len = out.text.len();
         let mut usage: Option<Usage> = None;
         let mut finish = Finish::Stop;
         let mut stopped = false;
         let mut failure: Option<ProviderError> = None;
-        let mut saved_len = text.len();
-        let mut last_save = Instant::now();
         let renew_every = Duration::from_secs(u64::from(turn.lease.ttl_seconds.max(2) / 2));
         let mut renew = tokio::time::interval_at(Instant::now() + renew_every, renew_every);
 
@@ -859,6 +920,11 @@ impl Chat {
                         None => tokio::select! {
                             biased;
                             _ = g.cancel.cancelled() => { stopped = true; break; }
+                            _ = tokio::time::sleep_until(out.flush_at.unwrap_or_else(Instant::now)),
+                                if out.flush_at.is_some() => {
+                                out.flush(self, &turn, g);
+                                continue;
+                            }
                             ev = stream.next() => ev,
                             _ = renew.tick(), if !turn.lease.lease_id.is_empty() => {
                                 self.renew(id, &turn.lease);
@@ -867,12 +933,15 @@ impl Chat {
                         },
                     };
                     match ev {
-                        Some(Ok(ModelEvent::Delta(mut t))) => {
-                            // Deltas already waiting go out as one event (fewer frames
-                            // when the upstream is faster than the client).
-                            while t.len() < MAX_COALESCED_BYTES {
+                        Some(Ok(ModelEvent::Delta(t))) => {
+                            out.pending.push_str(&t);
+                            // Deltas already waiting join it (fewer frames when the
+                            // upstream is faster than the client).
+                            while out.pending.len() < MAX_COALESCED_BYTES {
                                 match stream.next().now_or_never() {
-                                    Some(Some(Ok(ModelEvent::Delta(more)))) => t.push_str(&more),
+                                    Some(Some(Ok(ModelEvent::Delta(more)))) => {
+                                        out.pending.push_str(&more)
+                                    }
                                     Some(other) => {
                                         carry = Some(other);
                                         break;
@@ -880,22 +949,7 @@ impl Chat {
                                     None => break,
                                 }
                             }
-                            if first_token {
-                                first_token = false;
-                                self.metrics.time_to_first_token(
-                                    &turn.spec.id,
-                                    turn.received.elapsed().as_secs_f64(),
-                                );
-                            }
-                            text.push_str(&t);
-                            g.publish(delta(&t));
-                            if last_save.elapsed() >= self.config.save_interval
-                                && text.len() > saved_len
-                            {
-                                last_save = Instant::now();
-                                saved_len = text.len();
-                                self.save_progress(id, &turn, &text);
-                            }
+                            out.delta_received(self, &turn, g);
                         }
                         Some(Ok(ModelEvent::Usage(u))) => usage = Some(u),
                         Some(Ok(ModelEvent::Finished(f))) => finish = f,
@@ -908,6 +962,9 @@ impl Chat {
                 }
             }
         }
+        // What arrived is kept, also when stopped or failed.
+        out.flush(self, &turn, g);
+        let text = out.text;
         // The upstream stream is dropped here: the HTTP response or decode thread ends.
 
         let usage = usage.unwrap_or_else(|| {

@@ -280,6 +280,18 @@ struct SseState {
     finished: bool,
 }
 
+/// Reads what is left of a finished event stream (briefly, and not much of it).
+async fn drain(mut rest: EventStream) {
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        for _ in 0..64 {
+            if rest.next().await.is_none() {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 async fn next_event(mut st: SseState) -> Option<(Result<ModelEvent, ProviderError>, SseState)> {
     loop {
         if let Some(ev) = st.pending.pop_front() {
@@ -330,6 +342,12 @@ async fn next_event(mut st: SseState) -> Option<(Result<ModelEvent, ProviderErro
                 if data == "[DONE]" {
                     st.done = true;
                     st.finished = true;
+                    // The answer is complete; the body's last bytes (the chunked ending)
+                    // are read off in the background so the connection goes back to the
+                    // pool instead of being closed — the next request skips a handshake.
+                    let rest =
+                        std::mem::replace(&mut st.events, Box::pin(futures::stream::empty()));
+                    tokio::spawn(drain(rest));
                     continue;
                 }
                 match parse_chunk(data) {

@@ -187,6 +187,44 @@ async fn eventually(mut f: impl FnMut() -> bool) {
 }
 
 #[tokio::test]
+async fn fast_deltas_travel_in_frames_over_a_reused_upstream_connection() {
+    let h = Harness::start().await;
+    // 50 tokens about 10 ms apart: sent in display frames (16 ms), not one event each.
+    let evs = collect(h.send("[scenario:paced]").await).await;
+    let expected: String = (0..50).map(|i| format!("t{i} ")).collect();
+    assert_eq!(text(&evs), expected);
+    let deltas = evs
+        .iter()
+        .filter(|e| matches!(e.event, Some(Event::Delta(_))))
+        .count();
+    assert!((2..45).contains(&deltas), "{deltas} delta events");
+    let conv_id = evs[0].conversation_id.clone();
+    for _ in 0..4 {
+        // Time for the previous body's end to arrive and the connection to go idle.
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        let evs = collect(
+            h.send_req(chat::SendMessageRequest {
+                conversation_id: conv_id.clone(),
+                content: "[scenario:linger]".into(),
+                ..Default::default()
+            })
+            .await,
+        )
+        .await;
+        assert!(matches!(
+            evs.last().unwrap().event,
+            Some(Event::Completed(_))
+        ));
+    }
+    // The answer's and the title's connections, reused by the later answers.
+    assert!(
+        h.upstream.connections() <= 2,
+        "{} upstream connections for 5 answers",
+        h.upstream.connections()
+    );
+}
+
+#[tokio::test]
 async fn streams_stores_and_names_the_first_exchange() {
     let h = Harness::start().await;
     let evs = collect(h.send("Say hello").await).await;

@@ -27,6 +27,8 @@ pub struct Recorder {
     /// Streams that sent everything.
     pub completed: AtomicUsize,
     pub started: AtomicUsize,
+    /// TCP connections accepted.
+    pub connections: AtomicUsize,
 }
 
 pub struct FakeUpstream {
@@ -43,8 +45,10 @@ impl FakeUpstream {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         use axum::serve::ListenerExt;
-        let listener = listener.tap_io(|tcp| {
+        let counter = rec.clone();
+        let listener = listener.tap_io(move |tcp| {
             let _ = tcp.set_nodelay(true);
+            counter.connections.fetch_add(1, Ordering::SeqCst);
         });
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Self { addr, rec }
@@ -52,6 +56,10 @@ impl FakeUpstream {
 
     pub fn base_url(&self) -> String {
         format!("http://{}/v1", self.addr)
+    }
+
+    pub fn connections(&self) -> usize {
+        self.rec.connections.load(Ordering::SeqCst)
     }
 
     pub fn dropped(&self) -> usize {
@@ -145,6 +153,31 @@ fn sse<T: Into<bytes::Bytes> + Send + 'static>(
     rec: Arc<Recorder>,
     items: Vec<(u64, T)>,
 ) -> Response<Body> {
+    sse_paced(rec, items, false)
+}
+
+/// Like `sse`; with `jitter`, each delay is drawn uniformly from half to one and a half
+/// times its value (same mean), as a real model's token times vary — streams started
+/// together do not stay in lockstep.
+fn sse_paced<T: Into<bytes::Bytes> + Send + 'static>(
+    rec: Arc<Recorder>,
+    items: Vec<(u64, T)>,
+    jitter: bool,
+) -> Response<Body> {
+    static SEED: AtomicUsize = AtomicUsize::new(0x9e37_79b9);
+    let mut rng = SEED.fetch_add(0x6a09_e667, Ordering::Relaxed) as u64 | 1;
+    let items: Vec<(u64, T)> = items
+        .into_iter()
+        .map(|(delay, text)| {
+            if !jitter || delay == 0 {
+                return (delay, text);
+            }
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (delay / 2 + rng % (delay + 1), text)
+        })
+        .collect();
     let probe = DropProbe { rec, done: false };
     let stream =
         futures::stream::unfold((items.into_iter(), probe), |(mut it, probe)| async move {
@@ -256,8 +289,16 @@ async fn completions(State(rec): State<Arc<Recorder>>, Json(body): Json<Value>) 
             (0, data("[DONE]")),
         ],
         "tokens" => return sse(rec, cached_token_stream(50, 0, 0)),
-        // 50 tokens at 100 tokens/s (a fast hosted model): half a second per answer.
-        "paced" => return sse(rec, cached_token_stream(50, 0, 10)),
+        // A server that ends the body a moment after [DONE] (the chunked ending comes in
+        // a later packet): the client must still read it to keep the connection.
+        "linger" => {
+            let mut v = token_stream(5, 0, 0);
+            v.push((50, String::new()));
+            v
+        }
+        // 50 tokens at 100 tokens/s on average (a fast hosted model): half a second per
+        // answer.
+        "paced" => return sse_paced(rec, cached_token_stream(50, 0, 10), true),
         // About a second and a half: long enough to leave in the middle.
         "medium" => token_stream(60, 0, 25),
         "slow" => {
