@@ -768,9 +768,19 @@ impl ConversationStore for SqliteStore {
             let Some(rid) = conversation_rid(conn, &owner, &cid)? else {
                 return Ok(None);
             };
-            let (cmp, order) = if q.newest_first { ("<", "DESC") } else { (">", "ASC") };
-            let after = q.after_seq.unwrap_or(if q.newest_first { i64::MAX } else { -1 });
-            let hidden = if q.include_superseded { "" } else { "AND superseded = 0" };
+            let (cmp, order) = if q.newest_first {
+                ("<", "DESC")
+            } else {
+                (">", "ASC")
+            };
+            let after = q
+                .after_seq
+                .unwrap_or(if q.newest_first { i64::MAX } else { -1 });
+            let hidden = if q.include_superseded {
+                ""
+            } else {
+                "AND superseded = 0"
+            };
             let cols = if q.omit_context {
                 MSG_COLS.replace(" context,", " NULL,")
             } else {
