@@ -29,7 +29,17 @@ pub const MAX_CONTEXT_BYTES: usize = 1024 * 1024;
 pub struct Conversations {
     store: Arc<dyn ConversationStore>,
     files: Option<FileServiceClient<GrpcChannel>>,
+    /// A streaming answer not updated for this long was orphaned (see `settle`).
+    stale_streaming_after_ms: i64,
 }
+
+/// The chat service saves a streaming answer at least every few seconds while text
+/// arrives and gives up on a silent model after a minute; an answer still marked
+/// streaming long after that lost its generation (the process running it restarted).
+pub const STALE_STREAMING_AFTER: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// What an orphaned streaming answer reads as.
+pub const INTERRUPTED: &str = "the answer was interrupted (the service restarted while it was being written); the partial text is kept — regenerate to try again";
 
 impl std::fmt::Debug for Conversations {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -75,7 +85,30 @@ impl Conversations {
         Self {
             store,
             files: files.map(FileServiceClient::new),
+            stale_streaming_after_ms: STALE_STREAMING_AFTER.as_millis() as i64,
         }
+    }
+
+    /// How long a streaming answer may go without an update before it reads as
+    /// interrupted (tests shorten it).
+    pub fn with_stale_streaming_after(mut self, after: std::time::Duration) -> Self {
+        self.stale_streaming_after_ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+        self
+    }
+
+    /// A message as readers see it: an answer still marked streaming whose generation
+    /// stopped updating it long ago reads as failed, with its partial text. Only the
+    /// reading changes; a generation that is in fact alive still completes it.
+    fn settle(&self, mut m: Message, now: i64) -> Message {
+        if m.status == MessageStatus::Streaming as i32
+            && now.saturating_sub(m.updated_at_ms) > self.stale_streaming_after_ms
+        {
+            m.status = MessageStatus::Failed as i32;
+            if m.error_message.is_empty() {
+                m.error_message = INTERRUPTED.to_owned();
+            }
+        }
+        m
     }
 
     pub fn store(&self) -> &Arc<dyn ConversationStore> {
@@ -268,7 +301,12 @@ impl Conversations {
             _ => String::new(),
         };
         Ok(ListMessagesResponse {
-            messages: rows.into_iter().map(|m| m.message).collect(),
+            messages: {
+                let now = now_ms();
+                rows.into_iter()
+                    .map(|m| self.settle(m.message, now))
+                    .collect()
+            },
             next_page_token,
         })
     }
@@ -285,6 +323,7 @@ impl Conversations {
         self.store
             .get_message(&user.user_id, conversation_id, message_id)
             .await?
+            .map(|m| self.settle(m, now_ms()))
             .ok_or(ConversationError::NotFound(MESSAGE))
     }
 
@@ -331,7 +370,8 @@ impl Conversations {
                 .ok_or(ConversationError::NotFound(CONVERSATION))?;
             let full = page.len() == MAX_MESSAGE_PAGE as usize;
             after_seq = page.last().map(|m| m.seq);
-            out.extend(page.into_iter().map(|m| m.message));
+            let now = now_ms();
+            out.extend(page.into_iter().map(|m| self.settle(m.message, now)));
             if !full {
                 return Ok(out);
             }

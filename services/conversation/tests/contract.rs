@@ -63,6 +63,7 @@ contract!(
     concurrent_appends_get_distinct_positions,
     search_survives_odd_queries_and_finds_unicode,
     search_finds_conversations_behind_a_crowded_one,
+    orphaned_streaming_answers_read_as_interrupted,
 );
 
 fn alice() -> Identity {
@@ -1191,4 +1192,103 @@ async fn search_finds_conversations_behind_a_crowded_one(svc: &Conversations) {
         ids[0],
         "strongest first"
     );
+}
+
+async fn orphaned_streaming_answers_read_as_interrupted(svc: &Conversations) {
+    // The same store, read by a service that calls an answer orphaned after 300 ms.
+    let svc_short = Conversations::new(svc.store().clone(), None)
+        .with_stale_streaming_after(std::time::Duration::from_millis(300));
+    let svc = &svc_short;
+    let a = alice();
+    let c = create(svc, &a, "restart").await;
+    append(svc, &a, &c.id, Role::User, "Tell me a story").await;
+    let answer = svc
+        .append_message(
+            &a,
+            AppendMessageRequest {
+                conversation_id: c.id.clone(),
+                role: Role::Assistant as i32,
+                content: "Once upon".into(),
+                status: MessageStatus::Streaming as i32,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let status = |m: &Message| MessageStatus::try_from(m.status).unwrap();
+    let read = async || svc.get_message(&a, &c.id, &answer.id).await.unwrap();
+    assert_eq!(status(&read().await), MessageStatus::Streaming);
+
+    // Nobody updates it (the process writing it went away).
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let m = read().await;
+    assert_eq!(status(&m), MessageStatus::Failed);
+    assert_eq!(m.content, "Once upon", "the partial text is kept");
+    assert!(
+        m.error_message.contains("interrupted"),
+        "{}",
+        m.error_message
+    );
+    let listed = svc
+        .list_messages(
+            &a,
+            ListMessagesRequest {
+                conversation_id: c.id.clone(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(status(&listed.messages[1]), MessageStatus::Failed);
+
+    // A generation that was in fact alive still completes it.
+    svc.update_message(
+        &a,
+        UpdateMessageRequest {
+            conversation_id: c.id.clone(),
+            message_id: answer.id.clone(),
+            content: Some("Once upon a time.".into()),
+            status: Some(MessageStatus::Complete as i32),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let m = read().await;
+    assert_eq!(status(&m), MessageStatus::Complete);
+    assert!(m.error_message.is_empty());
+
+    // A streaming answer that keeps being saved never reads as interrupted.
+    let live = svc
+        .append_message(
+            &a,
+            AppendMessageRequest {
+                conversation_id: c.id.clone(),
+                role: Role::Assistant as i32,
+                status: MessageStatus::Streaming as i32,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    for i in 0..4 {
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        let m = svc
+            .update_message(
+                &a,
+                UpdateMessageRequest {
+                    conversation_id: c.id.clone(),
+                    message_id: live.id.clone(),
+                    content: Some(format!("part {i}")),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(status(&m), MessageStatus::Streaming);
+        assert_eq!(
+            status(&svc.get_message(&a, &c.id, &live.id).await.unwrap()),
+            MessageStatus::Streaming
+        );
+    }
 }
