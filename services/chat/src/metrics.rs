@@ -89,11 +89,7 @@ impl Metrics {
 
     /// Prometheus text of these metrics alone.
     pub fn encode(&self) -> String {
-        let mut registry = Registry::default();
-        self.register(&mut registry);
-        let mut out = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
-        out
+        confab_telemetry::encode_metrics(|r| self.register(r))
     }
 }
 

@@ -885,15 +885,14 @@ impl Chat {
         }
 
         let mut out = Relay {
+            saved_len: text.len(),
             text,
             pending: String::new(),
             first_token: true,
             last_sent: None,
             flush_at: None,
-            saved_len: 0,
             last_save: Instant::now(),
         };
-        out.saved_len = out.text.len();
         let mut usage: Option<Usage> = None;
         let mut finish = Finish::Stop;
         let mut stopped = false;

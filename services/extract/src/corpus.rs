@@ -81,6 +81,27 @@ pub fn zip(entries: &[(&str, Vec<u8>)]) -> Vec<u8> {
     w.finish().expect("zip finish").into_inner()
 }
 
+/// `archive` with entry `name` replaced by `data` (other entries kept, in order).
+pub fn with_entry(archive: &[u8], name: &str, data: &[u8]) -> Vec<u8> {
+    let mut zip = zip::ZipArchive::new(Cursor::new(archive)).expect("zip archive");
+    let mut entries = Vec::with_capacity(zip.len());
+    for i in 0..zip.len() {
+        let mut f = zip.by_index(i).expect("zip entry");
+        let entry = f.name().expect("entry name").into_owned();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut f, &mut bytes).expect("inflate entry");
+        if entry == name {
+            bytes = data.to_vec();
+        }
+        entries.push((entry, bytes));
+    }
+    let refs: Vec<(&str, Vec<u8>)> = entries
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.clone()))
+        .collect();
+    self::zip(&refs)
+}
+
 pub fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")

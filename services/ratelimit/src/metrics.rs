@@ -60,10 +60,6 @@ impl Metrics {
 
     /// Prometheus text of these counters alone.
     pub fn encode(&self) -> String {
-        let mut registry = Registry::default();
-        self.register(&mut registry);
-        let mut out = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
-        out
+        confab_telemetry::encode_metrics(|r| self.register(r))
     }
 }

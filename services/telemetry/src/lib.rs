@@ -167,6 +167,16 @@ where
 
 /// Binds `addr` and serves `GET /metrics` (Prometheus text from `encode`) in a background
 /// task: the `CONFAB_METRICS_ADDR` port of the non-gateway services.
+/// Prometheus text of the metrics `register` adds to a fresh registry (a service's own
+/// /metrics, or its part of the gateway's).
+pub fn encode_metrics(register: impl FnOnce(&mut prometheus_client::registry::Registry)) -> String {
+    let mut registry = prometheus_client::registry::Registry::default();
+    register(&mut registry);
+    let mut out = String::new();
+    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    out
+}
+
 pub async fn spawn_metrics_server<F>(
     addr: std::net::SocketAddr,
     encode: F,

@@ -186,18 +186,22 @@ impl Numbering {
         let Some(levels) = self.nums.get(num_id).and_then(|a| self.abstracts.get(a)) else {
             return "-".to_owned();
         };
-        let def = |l: usize| levels.get(l).cloned().unwrap_or_default();
-        let counters = self.counters.entry(num_id.to_owned()).or_insert_with(|| {
-            let mut c = [0u32; 9];
-            for (l, slot) in c.iter_mut().enumerate() {
-                *slot = def(l).start.max(1) - 1;
-            }
-            c
-        });
+        static UNDEFINED: ListLevel = ListLevel {
+            format: String::new(),
+            text: String::new(),
+            start: 0,
+        };
+        let def = |l: usize| levels.get(l).unwrap_or(&UNDEFINED);
+        // A level's counter before its first item.
+        let reset = |l: usize| def(l).start.max(1) - 1;
+        let counters = self
+            .counters
+            .entry(num_id.to_owned())
+            .or_insert_with(|| std::array::from_fn(reset));
         counters[level] += 1;
         // A new item restarts the levels below it.
         for (l, slot) in counters.iter_mut().enumerate().skip(level + 1) {
-            *slot = def(l).start.max(1) - 1;
+            *slot = reset(l);
         }
         let this = def(level);
         if matches!(this.format.as_str(), "bullet" | "none" | "") || this.text.is_empty() {

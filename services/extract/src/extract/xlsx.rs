@@ -641,7 +641,7 @@ fn cell_text(c: &CellBuild, book: &Book, out: &mut String) {
 }
 
 /// A number as Excel shows it with the General format (integers without ".0").
-pub(crate) fn number(v: f64, out: &mut String) {
+fn number(v: f64, out: &mut String) {
     if v.fract() == 0.0 && v.abs() < 1e15 {
         let _ = write!(out, "{}", v as i64);
     } else {

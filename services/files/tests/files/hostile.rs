@@ -269,29 +269,8 @@ async fn sparse_sheets_do_not_allocate_their_declared_grid() {
     let sheet = r#"<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><dimension ref="A1:XFD1048576"/><sheetData><row r="1"><c r="A1"><v>1</v></c></row><row r="1048576"><c r="XFD1048576"><v>2</v></c></row></sheetData></worksheet>"#;
     let book = corpus::xlsx(&[("S", vec![vec![Cell::Num(0.0)]])]);
     // Replace the generated sheet with the sparse one.
-    let mut archive = zip::ZipArchive::new(Cursor::new(book)).unwrap();
-    let mut entries = Vec::new();
-    for i in 0..archive.len() {
-        let mut f = archive.by_index(i).unwrap();
-        let name = f.name().unwrap().into_owned();
-        let mut data = Vec::new();
-        std::io::Read::read_to_end(&mut f, &mut data).unwrap();
-        if name == "xl/worksheets/sheet1.xml" {
-            data = sheet.as_bytes().to_vec();
-        }
-        entries.push((name, data));
-    }
-    let refs: Vec<(&str, Vec<u8>)> = entries
-        .iter()
-        .map(|(n, d)| (n.as_str(), d.clone()))
-        .collect();
-    let info = upload_ok(
-        &mut app.client,
-        "mallory",
-        "sparse.xlsx",
-        &corpus::zip(&refs),
-    )
-    .await;
+    let book = corpus::with_entry(&book, "xl/worksheets/sheet1.xml", sheet.as_bytes());
+    let info = upload_ok(&mut app.client, "mallory", "sparse.xlsx", &book).await;
     let ex = extraction(&mut app.client, "mallory", &info.id).await;
     let s = ex.parts[0].sheet.as_ref().unwrap();
     assert_eq!((s.total_rows, s.total_columns), (2, 16384));
