@@ -43,6 +43,8 @@ if [ "$mode" = test ]; then
   fi
 fi
 
+[ "$mode" = test ] && bash scripts/install-nginx.sh # the two-replica mesh's balancers (smoke-mesh)
+
 if [ "$mode" = run ]; then
   bash scripts/fetch-model.sh
 fi
