@@ -55,13 +55,16 @@ fmt:
 web:
 	bash web/build.sh
 
+## The production shape on this machine: two replicas of every service (gateway included) behind
+## nginx, redis-server, the MongoDB-wire server (infra/README.md, "Distributed mode on one machine").
 run-mesh: build
 	bash infra/mesh/run-mesh.sh
 
 stop-mesh:
 	bash infra/mesh/stop-mesh.sh
 
-## The distributed mode end to end on this machine (redis, MongoDB-wire server, one process per service).
+## That mesh end to end as a user (grpc-web): stream, re-attach, stop, chunked upload across replicas,
+## one replica of every service SIGKILLed during traffic.
 smoke-mesh: build
 	bash infra/mesh/smoke.sh
 
