@@ -57,7 +57,10 @@ fn store_session(s: &Session) {
 
 fn js_err(v: JsValue) -> String {
     v.as_string()
-        .or_else(|| v.dyn_ref::<js_sys::Error>().map(|e| String::from(e.message())))
+        .or_else(|| {
+            v.dyn_ref::<js_sys::Error>()
+                .map(|e| String::from(e.message()))
+        })
         .unwrap_or_else(|| "network error".to_string())
 }
 
@@ -68,16 +71,25 @@ async fn fetch_session(current: Option<&str>) -> Result<Session, String> {
     init.set_method("POST");
     let headers = web_sys::Headers::new().map_err(js_err)?;
     if let Some(t) = current {
-        headers.set("authorization", &format!("Bearer {t}")).map_err(js_err)?;
+        headers
+            .set("authorization", &format!("Bearer {t}"))
+            .map_err(js_err)?;
     }
     init.set_headers(&headers);
     let req = web_sys::Request::new_with_str_and_init("/auth/session", &init).map_err(js_err)?;
-    let resp = JsFuture::from(window.fetch_with_request(&req)).await.map_err(js_err)?;
+    let resp = JsFuture::from(window.fetch_with_request(&req))
+        .await
+        .map_err(js_err)?;
     let resp: web_sys::Response = resp.dyn_into().map_err(js_err)?;
     if !resp.ok() {
-        return Err(format!("could not start a session (HTTP {})", resp.status()));
+        return Err(format!(
+            "could not start a session (HTTP {})",
+            resp.status()
+        ));
     }
-    let text = JsFuture::from(resp.text().map_err(js_err)?).await.map_err(js_err)?;
+    let text = JsFuture::from(resp.text().map_err(js_err)?)
+        .await
+        .map_err(js_err)?;
     let text = text.as_string().unwrap_or_default();
     serde_json::from_str(&text).map_err(|e| format!("bad session answer: {e}"))
 }
@@ -190,7 +202,11 @@ pub fn set_hash(h: &str) {
     if let Some(w) = web_sys::window()
         && let Ok(hist) = w.history()
     {
-        let url = if h.is_empty() { w.location().pathname().unwrap_or_else(|_| "/".into()) } else { format!("#{h}") };
+        let url = if h.is_empty() {
+            w.location().pathname().unwrap_or_else(|_| "/".into())
+        } else {
+            format!("#{h}")
+        };
         let _ = hist.replace_state_with_url(&JsValue::NULL, "", Some(&url));
     }
 }

@@ -3,10 +3,13 @@
 use std::collections::HashMap;
 
 use confab_proto::chat::v1::ModelInfo;
-use confab_proto::conversation::v1::{Attachment, ContextPlan, Conversation, Message, MessageStatus, Role, SearchHit};
+use confab_proto::conversation::v1::{
+    Attachment, ContextPlan, Conversation, Message, MessageStatus, Role, SearchHit,
+};
 use confab_proto::ratelimit::v1::Quota;
 use confab_web_core::errors::UiError;
 use confab_web_core::scroll::AutoScroll;
+use confab_web_core::thread::{HasKind, MessageKind};
 use confab_web_core::upload::Upload;
 use dioxus::core::Task;
 use dioxus::prelude::*;
@@ -22,7 +25,7 @@ pub enum UiStatus {
 /// A message as the chat view renders it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct UiMessage {
-    pub id: String,
+    pub kind: MessageKind,
     pub is_user: bool,
     pub content: String,
     pub status: UiStatus,
@@ -45,7 +48,7 @@ impl UiMessage {
             _ => UiStatus::Complete,
         };
         Self {
-            id: m.id.clone(),
+            kind: MessageKind::Stored(m.id.clone()),
             is_user: m.role == Role::User as i32,
             content: m.content.clone(),
             status,
@@ -55,6 +58,36 @@ impl UiMessage {
             generation_id: m.generation_id.clone(),
             context: m.context.clone(),
         }
+    }
+
+    /// A message that exists only in this tab so far (nothing stored, nothing streamed).
+    pub fn local(
+        kind: MessageKind,
+        is_user: bool,
+        content: String,
+        attachments: Vec<Attachment>,
+    ) -> Self {
+        Self {
+            kind,
+            is_user,
+            content,
+            status: if is_user {
+                UiStatus::Complete
+            } else {
+                UiStatus::Streaming
+            },
+            attachments,
+            model: String::new(),
+            embedded: false,
+            generation_id: String::new(),
+            context: None,
+        }
+    }
+}
+
+impl HasKind for UiMessage {
+    fn kind(&self) -> &MessageKind {
+        &self.kind
     }
 }
 
@@ -66,6 +99,18 @@ pub struct PendingFile {
     pub mime: String,
     /// Object URL of the local bytes, for image previews.
     pub preview_url: Option<String>,
+}
+
+/// The one dialog open over the chat (each is modal, so there is never more than one).
+/// A new dialog is a new variant here and an arm in `ui::dialogs::Dialogs`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Dialog {
+    /// Asks before deleting this conversation.
+    ConfirmDelete(Conversation),
+    /// "What the model saw": the extraction of a file.
+    Extraction { file_id: String, name: String },
+    /// The system prompt of the current conversation (or of the next one).
+    SystemPrompt,
 }
 
 /// A running generation.
@@ -100,12 +145,10 @@ pub struct AppState {
     pub scroll: Signal<AutoScroll>,
     /// Message to scroll to and flash (opened from a search hit).
     pub focus_message: Signal<Option<String>>,
-    /// File id whose extraction ("what the model saw") is shown.
-    pub viewer: Signal<Option<(String, String)>>,
+    pub dialog: Signal<Option<Dialog>>,
     pub thumbnails: Signal<HashMap<String, String>>,
-    pub confirm_delete: Signal<Option<Conversation>>,
-    pub show_system_prompt: Signal<bool>,
     pub composer: Signal<String>,
+    /// Source of `local` numbers: pending files and messages not stored yet.
     pub next_local_id: Signal<u64>,
 }
 
@@ -133,10 +176,8 @@ impl AppState {
             drawer_open: Signal::new(false),
             scroll: Signal::new(AutoScroll::default()),
             focus_message: Signal::new(None),
-            viewer: Signal::new(None),
+            dialog: Signal::new(None),
             thumbnails: Signal::new(HashMap::new()),
-            confirm_delete: Signal::new(None),
-            show_system_prompt: Signal::new(false),
             composer: Signal::new(String::new()),
             next_local_id: Signal::new(1),
         }
@@ -146,8 +187,19 @@ impl AppState {
         self.running.peek().is_some()
     }
 
+    /// A number no other local file or message in this tab has.
+    pub fn take_local_id(&mut self) -> u64 {
+        let n = *self.next_local_id.peek();
+        self.next_local_id.set(n + 1);
+        n
+    }
+
     pub fn current_id(&self) -> String {
-        self.current.peek().as_ref().map(|c| c.id.clone()).unwrap_or_default()
+        self.current
+            .peek()
+            .as_ref()
+            .map(|c| c.id.clone())
+            .unwrap_or_default()
     }
 
     pub fn selected_model_info(&self) -> Option<ModelInfo> {

@@ -17,8 +17,8 @@ struct Lang {
 const RUST: &[&str] = &[
     "as", "async", "await", "break", "const", "continue", "crate", "dyn", "else", "enum", "extern",
     "false", "fn", "for", "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub",
-    "ref", "return", "self", "Self", "static", "struct", "super", "trait", "true", "type", "unsafe",
-    "use", "where", "while", "Some", "None", "Ok", "Err",
+    "ref", "return", "self", "Self", "static", "struct", "super", "trait", "true", "type",
+    "unsafe", "use", "where", "while", "Some", "None", "Ok", "Err",
 ];
 const PYTHON: &[&str] = &[
     "and", "as", "assert", "async", "await", "break", "class", "continue", "def", "del", "elif",
@@ -27,24 +27,133 @@ const PYTHON: &[&str] = &[
     "with", "yield", "self", "print",
 ];
 const JS: &[&str] = &[
-    "async", "await", "break", "case", "catch", "class", "const", "continue", "default", "delete",
-    "do", "else", "export", "extends", "false", "finally", "for", "from", "function", "if",
-    "import", "in", "instanceof", "interface", "let", "new", "null", "of", "return", "static",
-    "super", "switch", "this", "throw", "true", "try", "type", "typeof", "undefined", "var",
-    "void", "while", "yield",
+    "async",
+    "await",
+    "break",
+    "case",
+    "catch",
+    "class",
+    "const",
+    "continue",
+    "default",
+    "delete",
+    "do",
+    "else",
+    "export",
+    "extends",
+    "false",
+    "finally",
+    "for",
+    "from",
+    "function",
+    "if",
+    "import",
+    "in",
+    "instanceof",
+    "interface",
+    "let",
+    "new",
+    "null",
+    "of",
+    "return",
+    "static",
+    "super",
+    "switch",
+    "this",
+    "throw",
+    "true",
+    "try",
+    "type",
+    "typeof",
+    "undefined",
+    "var",
+    "void",
+    "while",
+    "yield",
 ];
 const GO: &[&str] = &[
-    "break", "case", "chan", "const", "continue", "default", "defer", "else", "fallthrough", "for",
-    "func", "go", "goto", "if", "import", "interface", "map", "package", "range", "return",
-    "select", "struct", "switch", "type", "var", "nil", "true", "false",
+    "break",
+    "case",
+    "chan",
+    "const",
+    "continue",
+    "default",
+    "defer",
+    "else",
+    "fallthrough",
+    "for",
+    "func",
+    "go",
+    "goto",
+    "if",
+    "import",
+    "interface",
+    "map",
+    "package",
+    "range",
+    "return",
+    "select",
+    "struct",
+    "switch",
+    "type",
+    "var",
+    "nil",
+    "true",
+    "false",
 ];
 const C: &[&str] = &[
-    "auto", "bool", "break", "case", "char", "class", "const", "continue", "default", "delete",
-    "do", "double", "else", "enum", "extern", "false", "float", "for", "if", "include", "int",
-    "long", "namespace", "new", "nullptr", "private", "public", "return", "short", "signed",
-    "sizeof", "static", "struct", "switch", "template", "this", "true", "typedef", "union",
-    "unsigned", "using", "virtual", "void", "while", "final", "import", "package", "extends",
-    "implements", "throws", "String", "null",
+    "auto",
+    "bool",
+    "break",
+    "case",
+    "char",
+    "class",
+    "const",
+    "continue",
+    "default",
+    "delete",
+    "do",
+    "double",
+    "else",
+    "enum",
+    "extern",
+    "false",
+    "float",
+    "for",
+    "if",
+    "include",
+    "int",
+    "long",
+    "namespace",
+    "new",
+    "nullptr",
+    "private",
+    "public",
+    "return",
+    "short",
+    "signed",
+    "sizeof",
+    "static",
+    "struct",
+    "switch",
+    "template",
+    "this",
+    "true",
+    "typedef",
+    "union",
+    "unsigned",
+    "using",
+    "virtual",
+    "void",
+    "while",
+    "final",
+    "import",
+    "package",
+    "extends",
+    "implements",
+    "throws",
+    "String",
+    "null",
 ];
 const SHELL: &[&str] = &[
     "if", "then", "else", "elif", "fi", "for", "in", "do", "done", "while", "case", "esac",
@@ -65,19 +174,60 @@ fn lang_for(tag: &str) -> Option<Lang> {
     let hash = &["#"][..];
     let dq_sq = &['"', '\''][..];
     let l = match tag.to_ascii_lowercase().as_str() {
-        "rust" | "rs" => Lang { keywords: RUST, line_comments: slash, block_comment: Some(("/*", "*/")), quotes: &['"'] },
-        "python" | "py" => Lang { keywords: PYTHON, line_comments: hash, block_comment: None, quotes: dq_sq },
+        "rust" | "rs" => Lang {
+            keywords: RUST,
+            line_comments: slash,
+            block_comment: Some(("/*", "*/")),
+            quotes: &['"'],
+        },
+        "python" | "py" => Lang {
+            keywords: PYTHON,
+            line_comments: hash,
+            block_comment: None,
+            quotes: dq_sq,
+        },
         "js" | "javascript" | "ts" | "typescript" | "jsx" | "tsx" => Lang {
-            keywords: JS, line_comments: slash, block_comment: Some(("/*", "*/")), quotes: &['"', '\'', '`'],
+            keywords: JS,
+            line_comments: slash,
+            block_comment: Some(("/*", "*/")),
+            quotes: &['"', '\'', '`'],
         },
-        "go" | "golang" => Lang { keywords: GO, line_comments: slash, block_comment: Some(("/*", "*/")), quotes: &['"', '`'] },
+        "go" | "golang" => Lang {
+            keywords: GO,
+            line_comments: slash,
+            block_comment: Some(("/*", "*/")),
+            quotes: &['"', '`'],
+        },
         "c" | "h" | "cpp" | "c++" | "cc" | "java" | "cs" | "csharp" | "kotlin" | "swift" => Lang {
-            keywords: C, line_comments: slash, block_comment: Some(("/*", "*/")), quotes: dq_sq,
+            keywords: C,
+            line_comments: slash,
+            block_comment: Some(("/*", "*/")),
+            quotes: dq_sq,
         },
-        "sh" | "bash" | "shell" | "zsh" | "console" => Lang { keywords: SHELL, line_comments: hash, block_comment: None, quotes: dq_sq },
-        "sql" => Lang { keywords: SQL, line_comments: &["--"], block_comment: Some(("/*", "*/")), quotes: &['\''] },
-        "json" => Lang { keywords: JSON_KW, line_comments: &[], block_comment: None, quotes: &['"'] },
-        "toml" | "yaml" | "yml" | "ini" => Lang { keywords: JSON_KW, line_comments: hash, block_comment: None, quotes: dq_sq },
+        "sh" | "bash" | "shell" | "zsh" | "console" => Lang {
+            keywords: SHELL,
+            line_comments: hash,
+            block_comment: None,
+            quotes: dq_sq,
+        },
+        "sql" => Lang {
+            keywords: SQL,
+            line_comments: &["--"],
+            block_comment: Some(("/*", "*/")),
+            quotes: &['\''],
+        },
+        "json" => Lang {
+            keywords: JSON_KW,
+            line_comments: &[],
+            block_comment: None,
+            quotes: &['"'],
+        },
+        "toml" | "yaml" | "yml" | "ini" => Lang {
+            keywords: JSON_KW,
+            line_comments: hash,
+            block_comment: None,
+            quotes: dq_sq,
+        },
         _ => return None,
     };
     Some(l)
@@ -151,7 +301,8 @@ pub fn highlight(code: &str, lang: &str) -> String {
             plain_start = i;
             continue;
         }
-        if c.is_ascii_digit() && (i == 0 || !is_ident(code[..i].chars().next_back().unwrap_or(' '))) {
+        if c.is_ascii_digit() && (i == 0 || !is_ident(code[..i].chars().next_back().unwrap_or(' ')))
+        {
             flush(&mut out, plain_start, i);
             let end = rest
                 .find(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '.' || ch == '_'))
@@ -162,7 +313,9 @@ pub fn highlight(code: &str, lang: &str) -> String {
             continue;
         }
         if is_ident_start(c) {
-            let end = rest.find(|ch: char| !is_ident(ch)).map_or(code.len(), |n| i + n);
+            let end = rest
+                .find(|ch: char| !is_ident(ch))
+                .map_or(code.len(), |n| i + n);
             let word = &code[i..end];
             if l.keywords.contains(&word) {
                 flush(&mut out, plain_start, i);
@@ -195,7 +348,10 @@ mod tests {
         let h = highlight("fn main() { let s = \"hi\"; // note\n 42 }", "rust");
         assert!(h.contains(r#"<span class="tok-keyword">fn</span>"#), "{h}");
         assert!(h.contains(r#"<span class="tok-keyword">let</span>"#));
-        assert!(h.contains(r#"<span class="tok-string">&quot;hi&quot;</span>"#), "{h}");
+        assert!(
+            h.contains(r#"<span class="tok-string">&quot;hi&quot;</span>"#),
+            "{h}"
+        );
         assert!(h.contains(r#"<span class="tok-comment">// note</span>"#));
         assert!(h.contains(r#"<span class="tok-number">42</span>"#));
         assert!(h.contains("main() { "));
@@ -210,7 +366,10 @@ mod tests {
     #[test]
     fn python_hash_comment_and_unknown_language_is_escaped_only() {
         let h = highlight("def f(x):  # <b>\n    return x", "py");
-        assert!(h.contains(r#"<span class="tok-comment"># &lt;b&gt;</span>"#), "{h}");
+        assert!(
+            h.contains(r#"<span class="tok-comment"># &lt;b&gt;</span>"#),
+            "{h}"
+        );
         assert_eq!(highlight("<a> & b", "brainfuck"), "&lt;a&gt; &amp; b");
     }
 

@@ -26,7 +26,11 @@ pub struct KeyPress<'a> {
 pub fn composer_key(k: KeyPress<'_>, streaming: bool) -> KeyAction {
     match k.key {
         "Enter" if !k.shift && !k.composing && !k.alt => {
-            if streaming { KeyAction::Default } else { KeyAction::Send }
+            if streaming {
+                KeyAction::Default
+            } else {
+                KeyAction::Send
+            }
         }
         "Escape" if streaming => KeyAction::Stop,
         _ => global_key(k, streaming),
@@ -47,15 +51,40 @@ mod tests {
     use super::*;
 
     fn key(key: &str) -> KeyPress<'_> {
-        KeyPress { key, ..Default::default() }
+        KeyPress {
+            key,
+            ..Default::default()
+        }
     }
 
     #[test]
     fn enter_sends_shift_enter_does_not() {
         assert_eq!(composer_key(key("Enter"), false), KeyAction::Send);
-        assert_eq!(composer_key(KeyPress { shift: true, ..key("Enter") }, false), KeyAction::Default);
-        assert_eq!(composer_key(KeyPress { composing: true, ..key("Enter") }, false), KeyAction::Default);
-        assert_eq!(composer_key(key("Enter"), true), KeyAction::Default, "no send while streaming");
+        assert_eq!(
+            composer_key(
+                KeyPress {
+                    shift: true,
+                    ..key("Enter")
+                },
+                false
+            ),
+            KeyAction::Default
+        );
+        assert_eq!(
+            composer_key(
+                KeyPress {
+                    composing: true,
+                    ..key("Enter")
+                },
+                false
+            ),
+            KeyAction::Default
+        );
+        assert_eq!(
+            composer_key(key("Enter"), true),
+            KeyAction::Default,
+            "no send while streaming"
+        );
         assert_eq!(composer_key(key("a"), false), KeyAction::Default);
     }
 
@@ -64,9 +93,36 @@ mod tests {
         assert_eq!(composer_key(key("Escape"), true), KeyAction::Stop);
         assert_eq!(global_key(key("Escape"), true), KeyAction::Stop);
         assert_eq!(global_key(key("Escape"), false), KeyAction::Default);
-        assert_eq!(global_key(KeyPress { ctrl: true, ..key("k") }, false), KeyAction::FocusSearch);
-        assert_eq!(global_key(KeyPress { meta: true, ..key("K") }, false), KeyAction::FocusSearch);
+        assert_eq!(
+            global_key(
+                KeyPress {
+                    ctrl: true,
+                    ..key("k")
+                },
+                false
+            ),
+            KeyAction::FocusSearch
+        );
+        assert_eq!(
+            global_key(
+                KeyPress {
+                    meta: true,
+                    ..key("K")
+                },
+                false
+            ),
+            KeyAction::FocusSearch
+        );
         assert_eq!(global_key(key("k"), false), KeyAction::Default);
-        assert_eq!(composer_key(KeyPress { ctrl: true, ..key("k") }, false), KeyAction::FocusSearch);
+        assert_eq!(
+            composer_key(
+                KeyPress {
+                    ctrl: true,
+                    ..key("k")
+                },
+                false
+            ),
+            KeyAction::FocusSearch
+        );
     }
 }

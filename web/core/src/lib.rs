@@ -12,4 +12,5 @@ pub mod markdown;
 pub mod scroll;
 pub mod sequence;
 pub mod snippet;
+pub mod thread;
 pub mod upload;

@@ -70,8 +70,14 @@ pub fn render(markdown: &str) -> String {
                 };
                 code = Some((lang, String::new()));
             }
-            Event::Start(Tag::Link { dest_url, title, .. }) => {
-                let href = if is_safe_url(&dest_url) { dest_url.to_string() } else { "#".to_string() };
+            Event::Start(Tag::Link {
+                dest_url, title, ..
+            }) => {
+                let href = if is_safe_url(&dest_url) {
+                    dest_url.to_string()
+                } else {
+                    "#".to_string()
+                };
                 let mut a = format!(
                     "<a href=\"{}\" target=\"_blank\" rel=\"noopener noreferrer\"",
                     escape_html(&href)
@@ -87,7 +93,11 @@ pub fn render(markdown: &str) -> String {
             // arbitrary URLs on its own.
             Event::Start(Tag::Image { dest_url, .. }) => {
                 image_depth += 1;
-                let href = if is_safe_url(&dest_url) { dest_url.to_string() } else { "#".to_string() };
+                let href = if is_safe_url(&dest_url) {
+                    dest_url.to_string()
+                } else {
+                    "#".to_string()
+                };
                 events.push(Event::InlineHtml(CowStr::from(format!(
                     "<a class=\"md-image\" href=\"{}\" target=\"_blank\" rel=\"noopener noreferrer\">🖼 ",
                     escape_html(&href)
@@ -108,7 +118,8 @@ pub fn render(markdown: &str) -> String {
     let mut out = String::with_capacity(markdown.len() * 3 / 2);
     html::push_html(&mut out, events.into_iter());
     // Tables scroll horizontally on narrow screens.
-    out.replace("<table>", "<div class=\"table-wrap\"><table>").replace("</table>", "</table></div>")
+    out.replace("<table>", "<div class=\"table-wrap\"><table>")
+        .replace("</table>", "</table></div>")
 }
 
 fn code_block_html(lang: &str, text: &str) -> String {
@@ -125,7 +136,11 @@ fn code_block_html(lang: &str, text: &str) -> String {
 
 /// Plain text of a message for the clipboard and for titles (Markdown left as written).
 pub fn first_line(s: &str, max_chars: usize) -> String {
-    let line = s.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+    let line = s
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
     if line.chars().count() <= max_chars {
         line.to_string()
     } else {
@@ -163,7 +178,10 @@ mod tests {
             h.contains("<a href=\"https://example.com/a?b=1&amp;c=2\" target=\"_blank\" rel=\"noopener noreferrer\">ok</a>"),
             "{h}"
         );
-        assert!(h.contains("<a href=\"#\" target=\"_blank\" rel=\"noopener noreferrer\">bad</a>"), "{h}");
+        assert!(
+            h.contains("<a href=\"#\" target=\"_blank\" rel=\"noopener noreferrer\">bad</a>"),
+            "{h}"
+        );
         assert!(!h.contains("javascript:"));
         assert!(is_safe_url("/relative/path:x"));
         assert!(is_safe_url("mailto:a@b.c"));
@@ -184,7 +202,12 @@ mod tests {
         let h = render("```rust\nfn main() {}\n```\n");
         assert!(h.contains("<span class=\"code-lang\">rust</span>"), "{h}");
         assert!(h.contains("data-testid=\"copy-code\""));
-        assert!(h.contains("<code class=\"language-rust\"><span class=\"tok-keyword\">fn</span> main() {}"), "{h}");
+        assert!(
+            h.contains(
+                "<code class=\"language-rust\"><span class=\"tok-keyword\">fn</span> main() {}"
+            ),
+            "{h}"
+        );
     }
 
     #[test]
@@ -199,7 +222,10 @@ mod tests {
     fn images_become_links() {
         let h = render("![a cat](https://example.com/cat.png)");
         assert!(!h.contains("<img"), "{h}");
-        assert!(h.contains("class=\"md-image\" href=\"https://example.com/cat.png\""), "{h}");
+        assert!(
+            h.contains("class=\"md-image\" href=\"https://example.com/cat.png\""),
+            "{h}"
+        );
     }
 
     #[test]

@@ -15,7 +15,10 @@ pub struct AutoScroll {
 
 impl Default for AutoScroll {
     fn default() -> Self {
-        Self { following: true, last_top: 0.0 }
+        Self {
+            following: true,
+            last_top: 0.0,
+        }
     }
 }
 

@@ -7,12 +7,25 @@
 /// The wire events, reduced to what the UI needs.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamEvent {
-    Started { assistant_message_id: String, model: String, embedded: bool },
+    Started {
+        assistant_message_id: String,
+        model: String,
+        embedded: bool,
+    },
     Delta(String),
     Title(String),
-    Usage { total_tokens: u32 },
-    Completed { stopped: bool },
-    Failed { message: String, retryable: bool, retry_after_seconds: u32, rate_limited: bool },
+    Usage {
+        total_tokens: u32,
+    },
+    Completed {
+        stopped: bool,
+    },
+    Failed {
+        message: String,
+        retryable: bool,
+        retry_after_seconds: u32,
+        rate_limited: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -20,7 +33,12 @@ pub enum AnswerStatus {
     Streaming,
     Complete,
     Stopped,
-    Failed { message: String, retryable: bool, retry_after_seconds: u32, rate_limited: bool },
+    Failed {
+        message: String,
+        retryable: bool,
+        retry_after_seconds: u32,
+        rate_limited: bool,
+    },
 }
 
 /// The assistant answer being built from a stream of events.
@@ -83,7 +101,10 @@ impl LiveAnswer {
     }
 
     pub fn apply(&mut self, generation_id: &str, sequence: u64, event: &StreamEvent) -> Applied {
-        if !self.generation_id.is_empty() && !generation_id.is_empty() && generation_id != self.generation_id {
+        if !self.generation_id.is_empty()
+            && !generation_id.is_empty()
+            && generation_id != self.generation_id
+        {
             return Applied::Ignored;
         }
         if sequence != 0 && sequence <= self.last_sequence {
@@ -101,7 +122,11 @@ impl LiveAnswer {
         }
         self.last_sequence = self.last_sequence.max(sequence);
         match event {
-            StreamEvent::Started { assistant_message_id, model, embedded } => {
+            StreamEvent::Started {
+                assistant_message_id,
+                model,
+                embedded,
+            } => {
                 if !assistant_message_id.is_empty() {
                     self.assistant_message_id = assistant_message_id.clone();
                 }
@@ -112,9 +137,18 @@ impl LiveAnswer {
             StreamEvent::Title(t) => self.title = Some(t.clone()),
             StreamEvent::Usage { .. } => {}
             StreamEvent::Completed { stopped } => {
-                self.status = if *stopped { AnswerStatus::Stopped } else { AnswerStatus::Complete };
+                self.status = if *stopped {
+                    AnswerStatus::Stopped
+                } else {
+                    AnswerStatus::Complete
+                };
             }
-            StreamEvent::Failed { message, retryable, retry_after_seconds, rate_limited } => {
+            StreamEvent::Failed {
+                message,
+                retryable,
+                retry_after_seconds,
+                rate_limited,
+            } => {
                 self.status = AnswerStatus::Failed {
                     message: message.clone(),
                     retryable: *retryable,
@@ -166,7 +200,11 @@ mod tests {
     #[test]
     fn builds_text_in_order_and_ignores_duplicates() {
         let mut a = LiveAnswer::new();
-        let started = StreamEvent::Started { assistant_message_id: "m2".into(), model: "gpt".into(), embedded: true };
+        let started = StreamEvent::Started {
+            assistant_message_id: "m2".into(),
+            model: "gpt".into(),
+            embedded: true,
+        };
         assert_eq!(a.apply("g1", 1, &started), Applied::Applied);
         assert_eq!(a.generation_id, "g1");
         assert!(a.embedded);
@@ -188,7 +226,15 @@ mod tests {
     fn reattach_from_zero_replaces_the_stored_partial_text() {
         let mut a = LiveAnswer::reattach("g1", "m2", "Hel");
         assert_eq!(a.text, "Hel");
-        a.apply("g1", 1, &StreamEvent::Started { assistant_message_id: String::new(), model: "m".into(), embedded: false });
+        a.apply(
+            "g1",
+            1,
+            &StreamEvent::Started {
+                assistant_message_id: String::new(),
+                model: "m".into(),
+                embedded: false,
+            },
+        );
         assert_eq!(a.text, "");
         assert_eq!(a.assistant_message_id, "m2");
         a.apply("g1", 2, &delta("Hel"));
@@ -200,7 +246,15 @@ mod tests {
     fn resumed_replay_after_a_gap_keeps_text() {
         // Resuming with after_sequence=3: the first event is 4, the text so far stays.
         let mut a = LiveAnswer::new();
-        a.apply("g", 1, &StreamEvent::Started { assistant_message_id: "m".into(), model: String::new(), embedded: false });
+        a.apply(
+            "g",
+            1,
+            &StreamEvent::Started {
+                assistant_message_id: "m".into(),
+                model: String::new(),
+                embedded: false,
+            },
+        );
         a.apply("g", 2, &delta("a"));
         a.apply("g", 3, &delta("b"));
         a.apply("g", 4, &delta("c"));
@@ -219,15 +273,32 @@ mod tests {
         b.apply(
             "g",
             1,
-            &StreamEvent::Failed { message: "upstream 500".into(), retryable: true, retry_after_seconds: 0, rate_limited: false },
+            &StreamEvent::Failed {
+                message: "upstream 500".into(),
+                retryable: true,
+                retry_after_seconds: 0,
+                rate_limited: false,
+            },
         );
-        assert!(matches!(b.status, AnswerStatus::Failed { retryable: true, .. }));
+        assert!(matches!(
+            b.status,
+            AnswerStatus::Failed {
+                retryable: true,
+                ..
+            }
+        ));
         assert!(b.is_finished());
     }
 
     #[test]
     fn reattach_only_for_a_streaming_assistant_tail_with_a_generation() {
-        let t = |a, s, g| Some(StoredTail { is_assistant: a, is_streaming: s, generation_id: g });
+        let t = |a, s, g| {
+            Some(StoredTail {
+                is_assistant: a,
+                is_streaming: s,
+                generation_id: g,
+            })
+        };
         assert_eq!(reattach_target(t(true, true, "g1")), Some("g1".into()));
         assert_eq!(reattach_target(t(true, false, "g1")), None);
         assert_eq!(reattach_target(t(false, true, "g1")), None);

@@ -13,7 +13,10 @@ fn push(out: &mut Vec<Segment>, text: &str, highlighted: bool) {
     }
     match out.last_mut() {
         Some(last) if last.highlighted == highlighted => last.text.push_str(text),
-        _ => out.push(Segment { text: text.to_string(), highlighted }),
+        _ => out.push(Segment {
+            text: text.to_string(),
+            highlighted,
+        }),
     }
 }
 
@@ -41,11 +44,19 @@ pub fn segments(snippet: &str, ranges: &[(u32, u32)]) -> Vec<Segment> {
         push(&mut out, rest, false);
         return out;
     }
-    let mut sorted: Vec<(usize, usize)> = ranges.iter().map(|&(s, e)| (s as usize, e as usize)).collect();
+    let mut sorted: Vec<(usize, usize)> = ranges
+        .iter()
+        .map(|&(s, e)| (s as usize, e as usize))
+        .collect();
     sorted.sort_unstable();
     let mut pos = 0;
     for (s, e) in sorted {
-        if s < pos || e <= s || e > snippet.len() || !snippet.is_char_boundary(s) || !snippet.is_char_boundary(e) {
+        if s < pos
+            || e <= s
+            || e > snippet.len()
+            || !snippet.is_char_boundary(s)
+            || !snippet.is_char_boundary(e)
+        {
             continue;
         }
         push(&mut out, &snippet[pos..s], false);
@@ -61,14 +72,23 @@ mod tests {
     use super::*;
 
     fn seg(t: &str, h: bool) -> Segment {
-        Segment { text: t.into(), highlighted: h }
+        Segment {
+            text: t.into(),
+            highlighted: h,
+        }
     }
 
     #[test]
     fn markers_are_parsed_and_removed() {
         assert_eq!(
             segments("…the «quick» brown «fox»!", &[]),
-            vec![seg("…the ", false), seg("quick", true), seg(" brown ", false), seg("fox", true), seg("!", false)]
+            vec![
+                seg("…the ", false),
+                seg("quick", true),
+                seg(" brown ", false),
+                seg("fox", true),
+                seg("!", false)
+            ]
         );
         assert_eq!(segments("«unclosed", &[]), vec![seg("unclosed", true)]);
     }
@@ -77,7 +97,10 @@ mod tests {
     fn byte_ranges_are_used_without_markers_and_bad_ranges_skipped() {
         let s = "héllo wörld";
         // "wörld" starts at byte 7
-        assert_eq!(segments(s, &[(7, 13)]), vec![seg("héllo ", false), seg("wörld", true)]);
+        assert_eq!(
+            segments(s, &[(7, 13)]),
+            vec![seg("héllo ", false), seg("wörld", true)]
+        );
         // 2 is inside 'é': skipped; out of bounds: skipped
         assert_eq!(segments(s, &[(2, 4), (7, 99)]), vec![seg(s, false)]);
         assert_eq!(segments("", &[(0, 1)]), vec![]);

@@ -16,9 +16,9 @@ pub const PREFERRED_CHUNK_BYTES: u64 = 256 * 1024;
 const DOCUMENT_EXTS: &[&str] = &["pdf", "docx", "xlsx", "csv", "tsv"];
 const IMAGE_EXTS: &[&str] = &["png", "jpg", "jpeg", "webp", "gif"];
 const TEXT_EXTS: &[&str] = &[
-    "txt", "md", "markdown", "json", "log", "yaml", "yml", "toml", "xml", "html", "css", "rs", "py",
-    "js", "ts", "tsx", "jsx", "go", "java", "c", "h", "cpp", "hpp", "cs", "rb", "php", "sh", "sql",
-    "ini", "cfg", "proto", "kt", "swift",
+    "txt", "md", "markdown", "json", "log", "yaml", "yml", "toml", "xml", "html", "css", "rs",
+    "py", "js", "ts", "tsx", "jsx", "go", "java", "c", "h", "cpp", "hpp", "cs", "rb", "php", "sh",
+    "sql", "ini", "cfg", "proto", "kt", "swift",
 ];
 /// Formats people often try that the server cannot read, with the hint we show.
 const KNOWN_UNSUPPORTED: &[(&str, &str)] = &[
@@ -44,7 +44,12 @@ fn extension(name: &str) -> Option<String> {
 
 /// Client-side checks before anything is sent: size and (by name / declared type) kind.
 /// The server still decides by content; this only avoids obviously doomed uploads.
-pub fn precheck(name: &str, size: u64, mime: Option<&str>, max_file_bytes: u64) -> Result<LocalKind, String> {
+pub fn precheck(
+    name: &str,
+    size: u64,
+    mime: Option<&str>,
+    max_file_bytes: u64,
+) -> Result<LocalKind, String> {
     if size == 0 {
         return Err(format!("{name} is empty"));
     }
@@ -71,7 +76,10 @@ pub fn precheck(name: &str, size: u64, mime: Option<&str>, max_file_bytes: u64) 
             return Err(format!("{name}: .{ext} files are not supported — {hint}"));
         }
     }
-    if matches!(mime.as_str(), "image/png" | "image/jpeg" | "image/webp" | "image/gif") {
+    if matches!(
+        mime.as_str(),
+        "image/png" | "image/jpeg" | "image/webp" | "image/gif"
+    ) {
         return Ok(LocalKind::Image);
     }
     if mime.starts_with("text/") {
@@ -128,7 +136,12 @@ impl Upload {
     }
 
     /// StartUpload answered.
-    pub fn started(&mut self, upload_id: impl Into<String>, max_chunk_bytes: u32, max_file_bytes: u64) {
+    pub fn started(
+        &mut self,
+        upload_id: impl Into<String>,
+        max_chunk_bytes: u32,
+        max_file_bytes: u64,
+    ) {
         if max_file_bytes > 0 && self.size > max_file_bytes {
             self.fail(format!(
                 "{} is {}; the limit is {}",
@@ -139,7 +152,11 @@ impl Upload {
             return;
         }
         self.upload_id = Some(upload_id.into());
-        let server_max = if max_chunk_bytes == 0 { PREFERRED_CHUNK_BYTES } else { u64::from(max_chunk_bytes) };
+        let server_max = if max_chunk_bytes == 0 {
+            PREFERRED_CHUNK_BYTES
+        } else {
+            u64::from(max_chunk_bytes)
+        };
         self.chunk_bytes = server_max.clamp(1, PREFERRED_CHUNK_BYTES);
         self.phase = Phase::Uploading;
     }
@@ -159,7 +176,10 @@ impl Upload {
             return Err("chunk acknowledged outside of an upload".into());
         }
         if received_bytes > self.size {
-            let msg = format!("server acknowledged {received_bytes} of {} bytes", self.size);
+            let msg = format!(
+                "server acknowledged {received_bytes} of {} bytes",
+                self.size
+            );
             self.fail(msg.clone());
             return Err(msg);
         }
@@ -197,7 +217,10 @@ impl Upload {
     }
 
     pub fn is_busy(&self) -> bool {
-        matches!(self.phase, Phase::Queued | Phase::Uploading | Phase::Processing)
+        matches!(
+            self.phase,
+            Phase::Queued | Phase::Uploading | Phase::Processing
+        )
     }
 
     pub fn status_label(&self) -> String {
@@ -230,20 +253,44 @@ mod tests {
 
     #[test]
     fn precheck_accepts_supported_types() {
-        assert_eq!(precheck("a.PDF", 10, None, DEFAULT_MAX_FILE_BYTES), Ok(LocalKind::Document));
-        assert_eq!(precheck("b.docx", 10, None, DEFAULT_MAX_FILE_BYTES), Ok(LocalKind::Document));
-        assert_eq!(precheck("c.xlsx", 10, None, DEFAULT_MAX_FILE_BYTES), Ok(LocalKind::Document));
-        assert_eq!(precheck("d.jpeg", 10, None, DEFAULT_MAX_FILE_BYTES), Ok(LocalKind::Image));
-        assert_eq!(precheck("notes.md", 10, None, DEFAULT_MAX_FILE_BYTES), Ok(LocalKind::Text));
-        assert_eq!(precheck("noext", 10, Some("image/png"), DEFAULT_MAX_FILE_BYTES), Ok(LocalKind::Image));
-        assert_eq!(precheck("README", 10, Some("text/plain"), DEFAULT_MAX_FILE_BYTES), Ok(LocalKind::Text));
+        assert_eq!(
+            precheck("a.PDF", 10, None, DEFAULT_MAX_FILE_BYTES),
+            Ok(LocalKind::Document)
+        );
+        assert_eq!(
+            precheck("b.docx", 10, None, DEFAULT_MAX_FILE_BYTES),
+            Ok(LocalKind::Document)
+        );
+        assert_eq!(
+            precheck("c.xlsx", 10, None, DEFAULT_MAX_FILE_BYTES),
+            Ok(LocalKind::Document)
+        );
+        assert_eq!(
+            precheck("d.jpeg", 10, None, DEFAULT_MAX_FILE_BYTES),
+            Ok(LocalKind::Image)
+        );
+        assert_eq!(
+            precheck("notes.md", 10, None, DEFAULT_MAX_FILE_BYTES),
+            Ok(LocalKind::Text)
+        );
+        assert_eq!(
+            precheck("noext", 10, Some("image/png"), DEFAULT_MAX_FILE_BYTES),
+            Ok(LocalKind::Image)
+        );
+        assert_eq!(
+            precheck("README", 10, Some("text/plain"), DEFAULT_MAX_FILE_BYTES),
+            Ok(LocalKind::Text)
+        );
     }
 
     #[test]
     fn precheck_rejects_oversize_empty_and_unsupported_with_a_reason() {
         let e = precheck("big.pdf", 14 * MB, None, 10 * MB).unwrap_err();
         assert_eq!(e, "big.pdf is 14.0 MB; the limit is 10.0 MB");
-        assert_eq!(precheck("e.txt", 0, None, MB).unwrap_err(), "e.txt is empty");
+        assert_eq!(
+            precheck("e.txt", 0, None, MB).unwrap_err(),
+            "e.txt is empty"
+        );
         let e = precheck("old.doc", 10, None, MB).unwrap_err();
         assert!(e.contains("save it as .docx"), "{e}");
         let e = precheck("x.zip", 10, Some("application/zip"), MB).unwrap_err();
@@ -292,7 +339,10 @@ mod tests {
     fn server_limit_smaller_than_file_fails_at_start() {
         let mut u = Upload::new("a.pdf", 3 * MB, LocalKind::Document);
         u.started("u", 1024, 2 * MB);
-        assert_eq!(u.phase, Phase::Failed("a.pdf is 3.0 MB; the limit is 2.0 MB".into()));
+        assert_eq!(
+            u.phase,
+            Phase::Failed("a.pdf is 3.0 MB; the limit is 2.0 MB".into())
+        );
         assert_eq!(u.next_chunk(), None);
         assert!(!u.is_busy());
     }
