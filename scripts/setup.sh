@@ -44,6 +44,7 @@ if [ "$mode" = test ]; then
 fi
 
 [ "$mode" = test ] && bash scripts/install-nginx.sh # the two-replica mesh's balancers (smoke-mesh)
+[ "$mode" = test ] && bash scripts/install-machete.sh >/dev/null # make lint: unused dependencies
 
 if [ "$mode" = run ]; then
   bash scripts/fetch-model.sh
