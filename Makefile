@@ -45,9 +45,17 @@ test-web:
 test-rust: setup
 	$(CARGO) test --workspace --no-fail-fast
 
+## make lint: rustfmt and clippy (-D warnings) over the root workspace and the web client
+## (its own workspace; clippy over web/core, the host-testable part), then unused
+## dependencies: cargo-machete per crate (installed once when missing) and the
+## workspace table (an entry no member uses).
 lint:
 	$(CARGO) fmt --all --check
+	cd web && $(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	cd web/core && $(CARGO) clippy --all-targets -- -D warnings
+	"$$(bash scripts/install-machete.sh)" --skip-target-dir
+	python3 scripts/unused-workspace-deps.py
 
 fmt:
 	$(CARGO) fmt --all
