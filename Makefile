@@ -51,7 +51,8 @@ test-rust: setup
 ## workspace table (an entry no member uses).
 lint:
 	$(CARGO) fmt --all --check
-	cd web && $(CARGO) fmt --all --check
+	# -p, not --all: --all also formats path dependencies, i.e. the root workspace through confab-proto.
+	cd web && $(CARGO) fmt -p confab-web -p confab-web-core --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	cd web/core && $(CARGO) clippy --all-targets -- -D warnings
 	"$$(bash scripts/install-machete.sh)" --skip-target-dir
