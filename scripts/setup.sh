@@ -45,6 +45,7 @@ fi
 
 [ "$mode" = test ] && bash scripts/install-nginx.sh # the two-replica mesh's balancers (smoke-mesh)
 [ "$mode" = test ] && bash scripts/install-machete.sh >/dev/null # make lint: unused dependencies
+bash scripts/install-pdfium.sh # PDF engine and OCR (confab-extract), for tests and run
 
 if [ "$mode" = run ]; then
   bash scripts/fetch-model.sh
