@@ -43,7 +43,9 @@ use tonic::service::Routes;
 use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
 
-pub use limiter::{Limit, Limiter, Limits, ManualClock, TimeShift, Usage};
+pub use limiter::{
+    Admission, Budget, Limit, Limiter, Limits, ManualClock, RequestClass, TimeShift, Usage,
+};
 pub use memory::MemoryLimiter;
 pub use redis_store::RedisLimiter;
 pub use service::{FailPolicy, RateLimitError, RateLimiter};
@@ -74,6 +76,27 @@ impl Config {
                 3600,
             )?),
             reservation_ttl: defaults.reservation_ttl,
+            reads: Budget::per_minute(env_parse_range(
+                "RATE_LIMIT_READS_PER_MINUTE",
+                defaults.reads.limit,
+                1,
+                1_000_000,
+            )?),
+            writes: Budget::per_minute(env_parse_range(
+                "RATE_LIMIT_WRITES_PER_MINUTE",
+                defaults.writes.limit,
+                1,
+                1_000_000,
+            )?),
+            sessions: Budget {
+                limit: env_parse_range(
+                    "RATE_LIMIT_SESSIONS_PER_HOUR",
+                    defaults.sessions.limit,
+                    1,
+                    1_000_000,
+                )?,
+                period: Duration::from_secs(3600),
+            },
         };
         let redis_url = env_opt("REDIS_URL")?;
         if let Some(url) = &redis_url {
@@ -165,6 +188,35 @@ fn denial_message(limit: Limit, retry_secs: u64, usage: &Usage, limits: &Limits)
     }
 }
 
+fn class_of(c: i32) -> Result<RequestClass, Status> {
+    match pb::RequestClass::try_from(c) {
+        Ok(pb::RequestClass::Read) => Ok(RequestClass::Read),
+        Ok(pb::RequestClass::Write) => Ok(RequestClass::Write),
+        Ok(pb::RequestClass::Session) => Ok(RequestClass::Session),
+        _ => Err(Status::invalid_argument(
+            "class must be REQUEST_CLASS_READ, _WRITE or _SESSION",
+        )),
+    }
+}
+
+fn admit_message(class: RequestClass, budget: Budget, retry_ms: u64) -> String {
+    let what = match class {
+        RequestClass::Read => "read requests",
+        RequestClass::Write => "write requests",
+        RequestClass::Session => "new anonymous sessions from your network",
+    };
+    let per = match budget.period.as_secs() {
+        60 => "minute".to_owned(),
+        3600 => "hour".to_owned(),
+        s => format!("{s} s"),
+    };
+    format!(
+        "too many {what}: at most {} per {per}; try again in {}",
+        budget.limit,
+        human_secs(retry_ms.div_ceil(1000))
+    )
+}
+
 fn human_secs(s: u64) -> String {
     match s {
         0..120 => format!("{s} s"),
@@ -252,6 +304,30 @@ impl RateLimitService for RateLimitServiceImpl {
             } else {
                 0
             },
+        }))
+    }
+
+    async fn admit(
+        &self,
+        request: Request<pb::AdmitRequest>,
+    ) -> Result<Response<pb::AdmitResponse>, Status> {
+        let r = request.into_inner();
+        let class = class_of(r.class)?;
+        let (a, degraded) = self.inner.admit(&subject(r.subject), class).await?;
+        let budget = self.inner.limits().budget(class);
+        let retry_ms = u64::try_from(a.retry_after_ms).unwrap_or(0);
+        Ok(Response::new(pb::AdmitResponse {
+            allowed: a.allowed,
+            retry_after_ms: u32::try_from(retry_ms).unwrap_or(u32::MAX),
+            remaining: a.remaining,
+            limit: budget.limit,
+            period_seconds: u32::try_from(budget.period.as_secs()).unwrap_or(u32::MAX),
+            message: if a.allowed {
+                String::new()
+            } else {
+                admit_message(class, budget, retry_ms)
+            },
+            degraded,
         }))
     }
 

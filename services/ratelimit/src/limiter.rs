@@ -7,6 +7,8 @@
 //! - Daily tokens (UTC day): `Acquire` reserves an estimate; `Release` removes the
 //!   reservation and charges what was really used. Reservations never released expire
 //!   after `reservation_ttl` (renewing a stream lease also renews its reservation).
+//! - Request classes (reads, writes, session minting): one GCRA budget per class and
+//!   subject, `limit` at once and then refilled evenly over `period`; nothing to release.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -25,6 +27,81 @@ pub struct Limits {
     pub lease_ttl: Duration,
     /// How long an unreleased token reservation lives without renewal.
     pub reservation_ttl: Duration,
+    /// Per-class request budgets (every public RPC; anonymous session minting).
+    pub reads: Budget,
+    pub writes: Budget,
+    pub sessions: Budget,
+}
+
+/// `limit` requests at once, then one every `period / limit` (GCRA).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub limit: u32,
+    pub period: Duration,
+}
+
+impl Budget {
+    pub const fn per_minute(limit: u32) -> Self {
+        Self {
+            limit,
+            period: Duration::from_secs(60),
+        }
+    }
+
+    /// GCRA emission interval in microseconds (at least 1).
+    pub(crate) fn emission_us(&self) -> i64 {
+        let period_us = i64::try_from(self.period.as_micros()).unwrap_or(i64::MAX / 2);
+        (period_us / i64::from(self.limit.max(1))).max(1)
+    }
+}
+
+/// Which budget a request is counted against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RequestClass {
+    Read,
+    Write,
+    Session,
+}
+
+impl RequestClass {
+    pub const ALL: [Self; 3] = [Self::Read, Self::Write, Self::Session];
+
+    /// The `limit` label of its decisions.
+    pub fn metric_limit(self) -> &'static str {
+        match self {
+            Self::Read => "read_requests",
+            Self::Write => "write_requests",
+            Self::Session => "session_mints",
+        }
+    }
+
+    /// Redis key suffix.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::Session => "session",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Self::Read => 0,
+            Self::Write => 1,
+            Self::Session => 2,
+        }
+    }
+}
+
+/// The answer to one `admit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admission {
+    pub allowed: bool,
+    /// When denied: milliseconds until a retry can succeed (0 when allowed).
+    pub retry_after_ms: i64,
+    /// Requests of the class still admissible after this decision.
+    pub remaining: u32,
+    pub now_ms: i64,
 }
 
 impl Default for Limits {
@@ -35,6 +112,13 @@ impl Default for Limits {
             daily_tokens: 100_000,
             lease_ttl: Duration::from_secs(30),
             reservation_ttl: Duration::from_secs(600),
+            reads: Budget::per_minute(600),
+            writes: Budget::per_minute(120),
+            // A browser mints once and then renews; a NAT of households still fits.
+            sessions: Budget {
+                limit: 60,
+                period: Duration::from_secs(3600),
+            },
         }
     }
 }
@@ -43,6 +127,13 @@ impl Limits {
     /// GCRA emission interval in microseconds.
     pub(crate) fn emission_us(&self) -> i64 {
         (MINUTE_MS * 1000) / i64::from(self.requests_per_minute.max(1))
+    }
+    pub fn budget(&self, class: RequestClass) -> Budget {
+        match class {
+            RequestClass::Read => self.reads,
+            RequestClass::Write => self.writes,
+            RequestClass::Session => self.sessions,
+        }
     }
     pub(crate) fn lease_ttl_ms(&self) -> i64 {
         self.lease_ttl.as_millis() as i64
@@ -182,6 +273,9 @@ pub trait Limiter: Send + Sync + 'static {
     /// Extends a live lease (and its reservation); false when it has expired or is unknown.
     async fn renew(&self, subject: &str, lease_id: &str) -> Result<bool, BackendError>;
     async fn usage(&self, subject: &str) -> Result<Usage, BackendError>;
+    /// Admits one request of `class` against the subject's budget for it, or says when
+    /// one would be admitted.
+    async fn admit(&self, subject: &str, class: RequestClass) -> Result<Admission, BackendError>;
     /// Whether the backend is reachable.
     async fn ping(&self) -> Result<(), BackendError>;
 }
@@ -234,6 +328,38 @@ impl TimeShift {
     pub fn offset_ms(&self) -> i64 {
         self.0.load(Ordering::SeqCst)
     }
+}
+
+/// One GCRA step on a theoretical arrival time (µs): the new TAT when admitted, and
+/// the answer. Shared by the in-process limiter; the Lua script mirrors it.
+pub(crate) fn gcra(tat_us: i64, now_us: i64, budget: Budget) -> (Option<i64>, Admission) {
+    let t = budget.emission_us();
+    let limit = i64::from(budget.limit.max(1));
+    let burst = t.saturating_mul(limit);
+    let now_ms = now_us.div_euclid(1000);
+    let new_tat = tat_us.max(now_us).saturating_add(t);
+    let remaining = |tat: i64| ((now_us + burst - tat) / t).clamp(0, limit) as u32;
+    if new_tat - now_us > burst {
+        let retry = ceil_div(new_tat - burst - now_us, 1000).max(1);
+        return (
+            None,
+            Admission {
+                allowed: false,
+                retry_after_ms: retry,
+                remaining: remaining(tat_us.max(now_us)),
+                now_ms,
+            },
+        );
+    }
+    (
+        Some(new_tat),
+        Admission {
+            allowed: true,
+            retry_after_ms: 0,
+            remaining: remaining(new_tat),
+            now_ms,
+        },
+    )
 }
 
 /// Ceil division for positive durations in ms → µs conversions.

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 
 use crate::limiter::{
-    AcquireParams, BackendError, Clock, DAY_MS, Decision, Limit, Limiter, Limits, SystemClock,
-    Usage, ceil_div,
+    AcquireParams, Admission, BackendError, Clock, DAY_MS, Decision, Limit, Limiter, Limits,
+    RequestClass, SystemClock, Usage, ceil_div, gcra,
 };
 
 #[derive(Debug, Default)]
@@ -25,6 +25,8 @@ struct SubjectState {
     used: u64,
     /// released reservation id → forget-after ms.
     released: HashMap<String, i64>,
+    /// GCRA TAT per request class (µs), indexed by `RequestClass::index`.
+    class_tat_us: [i64; 3],
 }
 
 impl SubjectState {
@@ -73,6 +75,7 @@ impl SubjectState {
     /// Nothing left worth remembering.
     fn idle(&self, now_us: i64) -> bool {
         self.tat_us <= now_us
+            && self.class_tat_us.iter().all(|t| *t <= now_us)
             && self.leases.is_empty()
             && self.reservations.is_empty()
             && self.released.is_empty()
@@ -242,6 +245,18 @@ impl Limiter for MemoryLimiter {
     async fn usage(&self, subject: &str) -> Result<Usage, BackendError> {
         let limits = &self.limits;
         Ok(self.with_subject(subject, |s, now_us| s.usage(limits, now_us)))
+    }
+
+    async fn admit(&self, subject: &str, class: RequestClass) -> Result<Admission, BackendError> {
+        let budget = self.limits.budget(class);
+        Ok(self.with_subject(subject, |s, now_us| {
+            let tat = &mut s.class_tat_us[class.index()];
+            let (new_tat, admission) = gcra(*tat, now_us, budget);
+            if let Some(t) = new_tat {
+                *tat = t;
+            }
+            admission
+        }))
     }
 
     async fn ping(&self) -> Result<(), BackendError> {

@@ -8,7 +8,8 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::limiter::{
-    AcquireParams, BackendError, Decision, Limit, Limiter, Limits, TimeShift, Usage,
+    AcquireParams, Admission, BackendError, Decision, Limit, Limiter, Limits, RequestClass,
+    TimeShift, Usage,
 };
 
 /// Keys: 1 GCRA TAT (µs), 2 leases (zset id→expiry ms), 3 reservations (zset id→expiry ms),
@@ -146,6 +147,39 @@ if remaining == 0 then reset = math.ceil((tat - period + T) / 1000) end
 return {allowed, kind, retry, remaining, reset, redis.call('ZCARD', KEYS[2]), used, reserved, now, renewed}
 "#;
 
+/// One request-class budget (GCRA). KEYS: 1 the class's TAT (µs).
+/// ARGV: 1 time offset ms, 2 emission µs, 3 limit. Reply: {allowed, retry_ms, remaining, now_ms}.
+pub const ADMIT_SCRIPT: &str = r#"
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2]) + tonumber(ARGV[1]) * 1000
+local T = tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
+local burst = T * limit
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now_us then tat = now_us end
+local new_tat = tat + T
+local allowed = 1
+local retry = 0
+if new_tat - now_us > burst then
+  allowed = 0
+  retry = math.ceil((new_tat - burst - now_us) / 1000)
+  if retry < 1 then retry = 1 end
+else
+  tat = new_tat
+  redis.call('SET', KEYS[1], string.format('%d', tat), 'PX', math.ceil((tat - now_us) / 1000) + 1000)
+end
+local remaining = math.floor((now_us + burst - tat) / T)
+if remaining < 0 then remaining = 0 end
+if remaining > limit then remaining = limit end
+return {allowed, retry, remaining, math.floor(now_us / 1000)}
+"#;
+
+/// The key of a subject's budget for one request class (same `{subject}` slot).
+pub fn class_key(prefix: &str, subject: &str, class: RequestClass) -> String {
+    format!("{prefix}{{{subject}}}:class:{}", class.label())
+}
+
 /// The five keys of a subject, all in the `{subject}` slot.
 pub fn subject_keys(prefix: &str, subject: &str) -> [String; 5] {
     ["tat", "leases", "res", "acct", "released"].map(|k| format!("{prefix}{{{subject}}}:{k}"))
@@ -158,6 +192,7 @@ pub struct RedisLimiter {
     limits: Limits,
     conn: ConnectionManager,
     script: redis::Script,
+    admit_script: redis::Script,
     prefix: String,
     shift: TimeShift,
 }
@@ -177,6 +212,7 @@ impl RedisLimiter {
             limits,
             conn,
             script: redis::Script::new(SCRIPT),
+            admit_script: redis::Script::new(ADMIT_SCRIPT),
             prefix: "rl:".to_owned(),
             shift: TimeShift::default(),
         })
@@ -304,6 +340,28 @@ impl Limiter for RedisLimiter {
 
     async fn usage(&self, subject: &str) -> Result<Usage, BackendError> {
         Ok(usage_of(&self.run(subject, "quota", &[]).await?))
+    }
+
+    async fn admit(&self, subject: &str, class: RequestClass) -> Result<Admission, BackendError> {
+        let budget = self.limits.budget(class);
+        let mut inv = self.admit_script.prepare_invoke();
+        inv.key(class_key(&self.prefix, subject, class))
+            .arg(self.shift.offset_ms())
+            .arg(budget.emission_us())
+            .arg(budget.limit.max(1));
+        let mut conn = self.conn.clone();
+        let r: Vec<i64> = tokio::time::timeout(CALL_TIMEOUT, inv.invoke_async(&mut conn))
+            .await
+            .map_err(|_| BackendError::Timeout(CALL_TIMEOUT))??;
+        if r.len() != 4 {
+            return Err(BackendError::Protocol(format!("{} values", r.len())));
+        }
+        Ok(Admission {
+            allowed: r[0] == 1,
+            retry_after_ms: r[1],
+            remaining: u32::try_from(r[2].max(0)).unwrap_or(u32::MAX),
+            now_ms: r[3],
+        })
     }
 
     async fn ping(&self) -> Result<(), BackendError> {

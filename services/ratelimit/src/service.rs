@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use confab_common::{ErrorCode, ServiceError};
 
-use crate::limiter::{AcquireParams, BackendError, Decision, Limit, Limiter, Limits, Usage};
+use crate::limiter::{
+    AcquireParams, Admission, BackendError, Decision, Limit, Limiter, Limits, RequestClass, Usage,
+};
 use crate::metrics::Metrics;
 
 /// What to do when the backend (Redis) cannot be reached.
@@ -42,7 +44,7 @@ impl std::str::FromStr for FailPolicy {
 #[derive(Debug, thiserror::Error)]
 pub enum RateLimitError {
     #[error(
-        "invalid subject {0:?}: expected user:<id> or ip:<addr>, at most 160 characters of [A-Za-z0-9._:@-]"
+        "invalid subject {0:?}: expected user:<id> or ip:<addr>, at most 160 characters of [A-Za-z0-9._:@/-]"
     )]
     InvalidSubject(String),
     #[error("invalid {field}: at most 64 characters of [A-Za-z0-9_-]")]
@@ -66,7 +68,8 @@ confab_common::impl_status_from!(RateLimitError);
 
 pub const MAX_SUBJECT_LEN: usize = 160;
 
-/// `user:<id>` or `ip:<addr>`; bounded, and never containing `{`/`}` (the hash tag).
+/// `user:<id>` or `ip:<addr>` (`ip:<net>/64` for IPv6); bounded, and never containing
+/// `{`/`}` (the hash tag).
 pub fn validate_subject(subject: &str) -> Result<(), RateLimitError> {
     let rest = subject
         .strip_prefix("user:")
@@ -75,7 +78,7 @@ pub fn validate_subject(subject: &str) -> Result<(), RateLimitError> {
         && rest.is_some_and(|r| {
             !r.is_empty()
                 && r.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b".:_@-".contains(&b))
+                    .all(|b| b.is_ascii_alphanumeric() || b".:_@-/".contains(&b))
         });
     if ok {
         Ok(())
@@ -291,6 +294,34 @@ impl RateLimiter {
                 degraded: true,
             },
         })
+    }
+
+    /// One request of `class` against the subject's budget for it. Fail-open: admitted,
+    /// `degraded`.
+    #[tracing::instrument(skip(self), fields(allowed))]
+    pub async fn admit(
+        &self,
+        subject: &str,
+        class: RequestClass,
+    ) -> Result<(Admission, bool), RateLimitError> {
+        validate_subject(subject)?;
+        let result = self.call(self.limiter.admit(subject, class)).await;
+        let (admission, degraded) = match self.on_backend("admit", result)? {
+            Some(a) => (a, false),
+            None => (
+                Admission {
+                    allowed: true,
+                    retry_after_ms: 0,
+                    remaining: self.limits().budget(class).limit,
+                    now_ms: unix_ms(),
+                },
+                true,
+            ),
+        };
+        tracing::Span::current().record("allowed", admission.allowed);
+        self.metrics
+            .decision(admission.allowed, class.metric_limit());
+        Ok((admission, degraded))
     }
 
     /// Ok(true) when the lease was extended (fail-open: assumed extended).

@@ -7,7 +7,8 @@ use std::time::Duration;
 use confab_common::testing::{RedisServer, unique_name};
 use confab_ratelimit::limiter::{AcquireParams, Decision};
 use confab_ratelimit::{
-    Limit, Limiter, Limits, ManualClock, MemoryLimiter, RedisLimiter, TimeShift,
+    Budget, Limit, Limiter, Limits, ManualClock, MemoryLimiter, RedisLimiter, RequestClass,
+    TimeShift,
 };
 
 #[derive(Clone, Copy, Debug)]
@@ -95,6 +96,7 @@ fn limits(rpm: u32, streams: u32, tokens: u64) -> Limits {
         daily_tokens: tokens,
         lease_ttl: Duration::from_secs(30),
         reservation_ttl: Duration::from_secs(600),
+        ..Limits::default()
     }
 }
 
@@ -272,6 +274,96 @@ async fn concurrent_callers_never_over_admit(kind: Kind) {
     assert_eq!(u.tokens_reserved, 1000);
 }
 
+async fn admitted(b: &Backend, subject: &str, class: RequestClass, n: usize) -> usize {
+    let mut allowed = 0;
+    for _ in 0..n {
+        if b.limiter.admit(subject, class).await.unwrap().allowed {
+            allowed += 1;
+        }
+    }
+    allowed
+}
+
+async fn request_classes_have_separate_budgets(kind: Kind) {
+    let mut l = limits(5, 3, 1000);
+    l.reads = Budget::per_minute(6);
+    l.writes = Budget::per_minute(3);
+    l.sessions = Budget {
+        limit: 2,
+        period: Duration::from_secs(3600),
+    };
+    let b = Backend::new(kind, l).await;
+    let first = b
+        .limiter
+        .admit("user:a", RequestClass::Write)
+        .await
+        .unwrap();
+    assert!(first.allowed);
+    assert_eq!(first.remaining, 2);
+    assert_eq!(admitted(&b, "user:a", RequestClass::Write, 5).await, 2);
+    let denied = b
+        .limiter
+        .admit("user:a", RequestClass::Write)
+        .await
+        .unwrap();
+    assert!(!denied.allowed);
+    assert_eq!(denied.remaining, 0);
+    // One write every 20 s: the wait is at most that, and at least most of it.
+    assert!(
+        (19_000..=20_000).contains(&denied.retry_after_ms),
+        "retry {}",
+        denied.retry_after_ms
+    );
+    // Writes exhausted: reads, sessions, the model-call quota and other users are not.
+    assert_eq!(admitted(&b, "user:a", RequestClass::Read, 10).await, 6);
+    assert_eq!(admitted(&b, "user:b", RequestClass::Write, 10).await, 3);
+    assert_eq!(
+        admitted(&b, "ip:2001:db8:1:2::/64", RequestClass::Session, 5).await,
+        2
+    );
+    assert!(b.acquire("user:a", 0, false).await.0.allowed());
+    // Waiting out the retry-after admits exactly one more.
+    b.advance(Duration::from_millis(denied.retry_after_ms as u64));
+    assert_eq!(admitted(&b, "user:a", RequestClass::Write, 3).await, 1);
+    // A full period later the whole burst is back, and no more.
+    b.advance(60 * S);
+    assert_eq!(admitted(&b, "user:a", RequestClass::Write, 10).await, 3);
+    // Sessions refill over the hour: one every 30 min (81 s have passed so far).
+    b.advance(27 * 60 * S);
+    assert_eq!(
+        admitted(&b, "ip:2001:db8:1:2::/64", RequestClass::Session, 3).await,
+        0
+    );
+    b.advance(2 * 60 * S);
+    assert_eq!(
+        admitted(&b, "ip:2001:db8:1:2::/64", RequestClass::Session, 3).await,
+        1
+    );
+}
+
+async fn concurrent_admissions_never_over_admit(kind: Kind) {
+    let mut l = limits(5, 3, 1000);
+    l.reads = Budget::per_minute(40);
+    let b = Arc::new(Backend::new(kind, l).await);
+    let tasks: Vec<_> = (0..120)
+        .map(|_| {
+            let b = b.clone();
+            tokio::spawn(async move {
+                b.limiter
+                    .admit("user:c", RequestClass::Read)
+                    .await
+                    .unwrap()
+                    .allowed
+            })
+        })
+        .collect();
+    let mut allowed = 0;
+    for t in tasks {
+        allowed += usize::from(t.await.unwrap());
+    }
+    assert_eq!(allowed, 40);
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -296,6 +388,8 @@ contract!(
     unreleased_reservations_expire_and_renewal_keeps_them,
     a_decision_is_all_or_nothing,
     concurrent_callers_never_over_admit,
+    request_classes_have_separate_budgets,
+    concurrent_admissions_never_over_admit,
 );
 
 #[tokio::test]
@@ -304,6 +398,10 @@ async fn redis_keys_share_a_hash_tag_and_expire_by_themselves() {
     let (_, r) = b.acquire("user:k", 100, true).await;
     b.limiter.release("user:k", &r, &r, 50).await.unwrap();
     b.acquire("user:k", 100, true).await;
+    b.limiter
+        .admit("user:k", RequestClass::Write)
+        .await
+        .unwrap();
 
     let client = ::redis::Client::open(b.redis.as_ref().unwrap().url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
@@ -312,7 +410,7 @@ async fn redis_keys_share_a_hash_tag_and_expire_by_themselves() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert_eq!(keys.len(), 5, "{keys:?}");
+    assert_eq!(keys.len(), 6, "{keys:?}");
     for key in keys {
         assert!(key.contains("{user:k}"), "{key}");
         let ttl: i64 = ::redis::cmd("PTTL")

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use confab_common::server::probe_health;
 use confab_common::testing::{RedisServer, connect, spawn_service, unique_name};
-use confab_proto::ratelimit::v1::AcquireRequest;
 use confab_proto::ratelimit::v1::Subject;
 use confab_proto::ratelimit::v1::rate_limit_service_client::RateLimitServiceClient;
+use confab_proto::ratelimit::v1::{AcquireRequest, AdmitRequest, RequestClass};
 use confab_proto::service_names::RATELIMIT;
 use confab_ratelimit::{BACKEND_HEALTH_NAME, FailPolicy, Limits, RateLimiter, RedisLimiter};
 use tonic::transport::Channel;
@@ -98,6 +98,83 @@ async fn fail_open_allows_degraded_then_recovers() {
         probe_health(addr, BACKEND_HEALTH_NAME).await
     })
     .await;
+}
+
+fn admit(subject: &str, class: RequestClass) -> AdmitRequest {
+    AdmitRequest {
+        subject: Some(Subject {
+            key: subject.into(),
+        }),
+        class: class as i32,
+    }
+}
+
+/// The request-class budgets over gRPC, on the Redis backend of the real binary: the
+/// denial carries the numbers; a bad class is INVALID_ARGUMENT; an outage fails open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admit_over_grpc_says_the_numbers_and_fails_open() {
+    let redis = RedisServer::start().await;
+    let (_child, _addr) = spawn_service(
+        BIN,
+        &[
+            ("REDIS_URL", redis.url()),
+            ("RATE_LIMIT_WRITES_PER_MINUTE", "2".to_owned()),
+            ("RATE_LIMIT_SESSIONS_PER_HOUR", "1".to_owned()),
+        ],
+    )
+    .await;
+    let mut redis = redis;
+    let mut client = RateLimitServiceClient::new(connect(_addr).await);
+    let user = unique_name("user:w");
+    for _ in 0..2 {
+        let r = client
+            .admit(admit(&user, RequestClass::Write))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(r.allowed && !r.degraded, "{r:?}");
+    }
+    let r = client
+        .admit(admit(&user, RequestClass::Write))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!r.allowed);
+    assert_eq!((r.limit, r.period_seconds, r.remaining), (2, 60, 0));
+    assert!((1..=30_000).contains(&r.retry_after_ms), "{r:?}");
+    assert!(
+        r.message.contains("at most 2 per minute") && r.message.contains("try again in"),
+        "{}",
+        r.message
+    );
+    let net = "ip:2001:db8:7:7::/64";
+    assert!(
+        client
+            .admit(admit(net, RequestClass::Session))
+            .await
+            .unwrap()
+            .get_ref()
+            .allowed
+    );
+    let r = client
+        .admit(admit(net, RequestClass::Session))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!r.allowed && r.message.contains("per hour"), "{r:?}");
+    let err = client
+        .admit(admit(&user, RequestClass::Unspecified))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+
+    redis.stop().await;
+    let r = client
+        .admit(admit(&user, RequestClass::Write))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.allowed && r.degraded, "{r:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,7 +299,12 @@ async fn subjects_and_ids_are_validated() {
             "{bad:?}"
         );
     }
-    for good in ["user:alice@example.com", "ip:2001:db8::1", "ip:203.0.113.9"] {
+    for good in [
+        "user:alice@example.com",
+        "ip:2001:db8::1",
+        "ip:2001:db8:1:2::/64",
+        "ip:203.0.113.9",
+    ] {
         assert!(domain.acquire(good, 0, false, "").await.is_ok(), "{good}");
     }
     let err = domain
