@@ -9,6 +9,7 @@ pub mod format;
 pub mod highlight;
 pub mod keys;
 pub mod markdown;
+pub mod route;
 pub mod scroll;
 pub mod sequence;
 pub mod snippet;

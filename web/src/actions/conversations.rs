@@ -7,6 +7,7 @@ use confab_proto::conversation::v1::{
     ListMessagesRequest, MessageStatus, Role, SearchConversationsRequest,
     UpdateConversationRequest,
 };
+use confab_web_core::route::Route;
 use confab_web_core::sequence::{LiveAnswer, StoredTail, reattach_target};
 use dioxus::core::spawn_forever;
 use dioxus::prelude::*;
@@ -89,7 +90,7 @@ pub fn new_chat(mut s: AppState) {
     s.error.set(None);
     s.drawer_open.set(false);
     s.scroll.write().resume();
-    api::set_hash("");
+    api::set_hash(&Route::NewChat.to_hash());
     focus_composer();
 }
 
@@ -130,10 +131,7 @@ pub async fn open_conversation(mut s: AppState, id: String) {
     }
     s.current.set(Some(conv));
     let focus = s.focus_message.peek().clone();
-    api::set_hash(&match &focus {
-        Some(m) => format!("c={id}&m={m}"),
-        None => format!("c={id}"),
-    });
+    api::set_hash(&Route::conversation(&id, focus.as_deref()).to_hash());
     let mut all = Vec::new();
     let mut page_token = String::new();
     for _ in 0..20 {
@@ -303,7 +301,7 @@ pub async fn open_search_hit(mut s: AppState, conversation_id: String, message_i
         .set((!message_id.is_empty()).then_some(message_id.clone()));
     if s.current_id() == conversation_id && !s.messages.peek().is_empty() {
         s.drawer_open.set(false);
-        api::set_hash(&format!("c={conversation_id}&m={message_id}"));
+        api::set_hash(&Route::conversation(&conversation_id, Some(&message_id)).to_hash());
         return;
     }
     open_conversation(s, conversation_id).await;
@@ -324,7 +322,7 @@ pub(super) fn adopt_conversation(mut s: AppState, id: String) {
         ..Default::default()
     };
     s.current.set(Some(c.clone()));
-    api::set_hash(&format!("c={id}"));
+    api::set_hash(&Route::conversation(&id, None).to_hash());
     upsert_conversation(s, c);
 }
 

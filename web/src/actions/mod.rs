@@ -14,6 +14,7 @@ pub use uploads::{add_files, load_extraction, load_thumbnail};
 
 use confab_proto::chat::v1::{GetQuotaRequest, ListModelsRequest};
 use confab_web_core::errors::UiError;
+use confab_web_core::route::Route;
 use dioxus::prelude::*;
 use tonic::Status;
 
@@ -45,16 +46,9 @@ pub async fn bootstrap(mut s: AppState) {
     load_models(s).await;
     refresh_quota(s).await;
     load_conversations(s, true).await;
-    let hash = api::get_hash();
-    if let Some(rest) = hash.strip_prefix("c=") {
-        let (cid, mid) = match rest.split_once("&m=") {
-            Some((c, m)) => (c.to_string(), Some(m.to_string())),
-            None => (rest.to_string(), None),
-        };
-        if !cid.is_empty() {
-            s.focus_message.set(mid);
-            open_conversation(s, cid).await;
-        }
+    if let Route::Conversation { id, message } = Route::parse(&api::get_hash()) {
+        s.focus_message.set(message);
+        open_conversation(s, id).await;
     }
 }
 
