@@ -8,7 +8,7 @@ CARGO ?= cargo
 BIN := $(CARGO_TARGET_DIR)/debug
 
 .PHONY: all setup build run test test-rust lint fmt web run-mesh stop-mesh smoke-mesh infra-check test-web clean-data \
-        bench-conversation bench-files bench-ratelimit bench-chat bench-gateway
+        bench-conversation bench-files bench-ratelimit bench-chat bench-gateway bench-embedded
 
 all: build
 
@@ -93,5 +93,9 @@ bench-ratelimit: setup
 	$(CARGO) run -p confab-ratelimit --example bench-ratelimit
 bench-chat: setup
 	$(CARGO) run -p confab-chat --example bench-chat
+## Embedded model vs llama-cpp-python (installed into ~/.cache/confab on first use), same GGUF and prompts.
+bench-embedded:
+	@bash scripts/setup.sh run
+	$(CARGO) run -p confab-chat --example bench-embedded
 bench-gateway: setup
 	$(CARGO) run -p confab-gateway --example bench-gateway

@@ -62,13 +62,15 @@ pub struct EmbeddedLimits {
 }
 
 impl Default for EmbeddedLimits {
-    /// One generation at a time with every core: on a small CPU two at once only halve
-    /// each other's speed, and the queue keeps the wait fair.
+    /// One generation at a time (on a small CPU two at once only halve each other's
+    /// speed; the queue keeps the wait fair) on half the cores, as llama-cpp-python does:
+    /// llama.cpp's threads spin-wait for each other, and on cores shared with the rest of
+    /// the process (or other processes) all-core runs collapse.
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
             slots: 1,
-            threads: cores,
+            threads: (cores / 2).max(1),
         }
     }
 }
