@@ -1,9 +1,11 @@
 //! Pure extraction: bytes → type (by content) → structured parts (pages, sheets, sections,
-//! tables) with cl100k token counts. No I/O, no async, no storage: confab-files runs it on
-//! a blocking thread and maps the results onto its protobuf messages.
+//! slides, tables) with cl100k token counts. No async, no storage, no network: confab-files
+//! runs it on a blocking thread and maps the results onto its protobuf messages. The only
+//! things it touches outside memory are the pdfium library it binds once
+//! (`extract::pdfium`) and the Tesseract program it runs for OCR (`extract::ocr`).
 #![forbid(unsafe_code)]
 
-#[doc(hidden)]
+#[cfg(any(test, feature = "corpus"))]
 pub mod corpus;
 pub mod detect;
 pub mod error;

@@ -8,7 +8,11 @@ pub fn file_kind(k: ex::FileKind) -> pb::FileKind {
     match k {
         ex::FileKind::Pdf => pb::FileKind::Pdf,
         ex::FileKind::Docx => pb::FileKind::Docx,
-        ex::FileKind::Xlsx => pb::FileKind::Xlsx,
+        // Until the proto names them: spreadsheets as XLSX, documents as DOCX.
+        ex::FileKind::Xlsx | ex::FileKind::Xls | ex::FileKind::Xlsb | ex::FileKind::Ods => {
+            pb::FileKind::Xlsx
+        }
+        ex::FileKind::Pptx | ex::FileKind::Odt => pb::FileKind::Docx,
         ex::FileKind::Csv => pb::FileKind::Csv,
         ex::FileKind::Text => pb::FileKind::Text,
         ex::FileKind::Image => pb::FileKind::Image,
@@ -19,7 +23,7 @@ pub fn part_kind(k: ex::PartKind) -> pb::PartKind {
     match k {
         ex::PartKind::Page => pb::PartKind::Page,
         ex::PartKind::Sheet => pb::PartKind::Sheet,
-        ex::PartKind::Section => pb::PartKind::Section,
+        ex::PartKind::Section | ex::PartKind::Slide => pb::PartKind::Section,
         ex::PartKind::Text => pb::PartKind::Text,
     }
 }

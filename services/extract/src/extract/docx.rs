@@ -1,6 +1,7 @@
 //! DOCX: word/document.xml read as a stream of XML events (no DOM, no recursion):
-//! headings, paragraphs, lists and tables become Markdown; sections split at the
-//! top-level headings.
+//! headings, paragraphs, lists, tables and the text in shapes and text boxes become
+//! Markdown; sections split at the top-level headings. Headers and footers, footnotes and
+//! endnotes follow as parts of their own.
 
 use std::collections::HashMap;
 
@@ -15,7 +16,12 @@ const WHAT: &str = "Word document";
 
 pub fn extract(data: &[u8], limits: &Limits) -> Result<(Vec<ExtractedPart>, Vec<String>)> {
     let entries = zipsafe::read_entries(data, WHAT, limits, |n| {
-        n == "word/document.xml" || n == "word/styles.xml" || n == "word/numbering.xml"
+        n == "word/document.xml"
+            || n == "word/styles.xml"
+            || n == "word/numbering.xml"
+            || n == "word/footnotes.xml"
+            || n == "word/endnotes.xml"
+            || is_header_or_footer(n)
     })?;
     let doc = entries
         .get("word/document.xml")
@@ -31,11 +37,68 @@ pub fn extract(data: &[u8], limits: &Limits) -> Result<(Vec<ExtractedPart>, Vec<
         .map(|n| Numbering::parse(&String::from_utf8_lossy(n)))
         .unwrap_or_default();
     let blocks = parse_document(doc, &styles, &mut numbering, limits)?;
-    Ok((sections(blocks), Vec::new()))
+    let mut parts = sections(blocks);
+    // Headers and footers repeat per section: each distinct one once, in entry-name order.
+    let mut names: Vec<&String> = entries.keys().filter(|n| is_header_or_footer(n)).collect();
+    names.sort_by_key(|n| (n.contains("footer"), n.len(), n.as_str()));
+    let mut extra: Vec<(&str, Vec<String>)> = vec![("Headers and footers", Vec::new())];
+    for name in names {
+        let text = notes_text(&entries[name], &styles, limits)?;
+        if !text.is_empty() && !extra[0].1.contains(&text) {
+            extra[0].1.push(text);
+        }
+    }
+    for (entry, label) in [
+        ("word/footnotes.xml", "Footnotes"),
+        ("word/endnotes.xml", "Endnotes"),
+    ] {
+        if let Some(xml) = entries.get(entry) {
+            let text = notes_text(xml, &styles, limits)?;
+            if !text.is_empty() {
+                extra.push((label, vec![text]));
+            }
+        }
+    }
+    for (label, texts) in extra {
+        if !texts.is_empty() {
+            if parts.len() == 1 && parts[0].text.is_empty() {
+                parts.clear();
+            }
+            parts.push(part(PartKind::Section, label, texts.join("\n\n")));
+        }
+    }
+    Ok((parts, Vec::new()))
+}
+
+fn is_header_or_footer(name: &str) -> bool {
+    name.strip_prefix("word/").is_some_and(|n| {
+        (n.starts_with("header") || n.starts_with("footer")) && n.ends_with(".xml")
+    })
+}
+
+/// The text of a header, footer or notes part: its blocks as Markdown, no section split.
+fn notes_text(xml: &[u8], styles: &HashMap<String, u8>, limits: &Limits) -> Result<String> {
+    let xml = String::from_utf8_lossy(xml);
+    let blocks = parse_document(&xml, styles, &mut Numbering::default(), limits)?;
+    let parts = sections(
+        blocks
+            .into_iter()
+            .map(|b| match b {
+                Block::Heading(_, t) => Block::Paragraph(t),
+                b => b,
+            })
+            .collect(),
+    );
+    Ok(parts
+        .into_iter()
+        .map(|p| p.text)
+        .filter(|t| !t.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n\n"))
 }
 
 #[derive(Debug)]
-enum Block {
+pub(crate) enum Block {
     Heading(u8, String),
     Paragraph(String),
     /// Level, marker ("-", "1.", "a)"), text.
@@ -277,7 +340,8 @@ fn parse_document(
 ) -> Result<Vec<Block>> {
     let mut reader = Reader::from_str(xml);
     let mut blocks = Vec::new();
-    let mut para: Option<Para> = None;
+    // A stack: text boxes and shapes (w:txbxContent) hold paragraphs inside a paragraph.
+    let mut paras: Vec<Para> = Vec::new();
     let mut tables: Vec<TableBuild> = Vec::new();
     let mut in_text = false;
     let mut in_ppr = false;
@@ -300,7 +364,7 @@ fn parse_document(
         }
         match ev {
             Event::Start(e) => match e.local_name().as_ref() {
-                "p" => para = Some(Para::default()),
+                "p" => paras.push(Para::default()),
                 "pPr" => in_ppr = true,
                 "t" => in_text = true,
                 "Fallback" => skip_depth = 1,
@@ -316,7 +380,7 @@ fn parse_document(
                     }
                 }
                 "numPr" => {
-                    if let Some(p) = para.as_mut() {
+                    if let Some(p) = paras.last_mut() {
                         p.list.get_or_insert(0);
                     }
                 }
@@ -324,12 +388,12 @@ fn parse_document(
             },
             Event::Empty(e) => match e.local_name().as_ref() {
                 "pStyle" => {
-                    if let (Some(p), Some(id)) = (para.as_mut(), attr(&e, "w:val")) {
+                    if let (Some(p), Some(id)) = (paras.last_mut(), attr(&e, "w:val")) {
                         p.heading = styles.get(&id).copied().or_else(|| level_from_name(&id));
                     }
                 }
                 "outlineLvl" if in_ppr => {
-                    if let (Some(p), Some(v)) = (para.as_mut(), attr(&e, "w:val"))
+                    if let (Some(p), Some(v)) = (paras.last_mut(), attr(&e, "w:val"))
                         && let Ok(l) = v.parse::<u8>()
                         && l < 9
                     {
@@ -337,12 +401,12 @@ fn parse_document(
                     }
                 }
                 "ilvl" if in_ppr => {
-                    if let (Some(p), Some(v)) = (para.as_mut(), attr(&e, "w:val")) {
+                    if let (Some(p), Some(v)) = (paras.last_mut(), attr(&e, "w:val")) {
                         p.list = Some(v.parse().unwrap_or(0).min(8));
                     }
                 }
                 "numId" if in_ppr => {
-                    if let (Some(p), Some(v)) = (para.as_mut(), attr(&e, "w:val")) {
+                    if let (Some(p), Some(v)) = (paras.last_mut(), attr(&e, "w:val")) {
                         if v == "0" {
                             p.list = None;
                         } else {
@@ -352,24 +416,24 @@ fn parse_document(
                     }
                 }
                 "tab" if !in_ppr => {
-                    if let Some(p) = para.as_mut() {
+                    if let Some(p) = paras.last_mut() {
                         p.text.push('\t');
                     }
                 }
                 "br" | "cr" => {
-                    if let Some(p) = para.as_mut() {
+                    if let Some(p) = paras.last_mut() {
                         p.text.push('\n');
                     }
                 }
                 _ => {}
             },
             Event::Text(t) if in_text => {
-                if let Some(p) = para.as_mut() {
+                if let Some(p) = paras.last_mut() {
                     p.text.push_str(&t.xml10_content());
                 }
             }
             Event::GeneralRef(r) if in_text => {
-                if let Some(p) = para.as_mut() {
+                if let Some(p) = paras.last_mut() {
                     push_entity(&mut p.text, &r);
                 }
             }
@@ -377,7 +441,7 @@ fn parse_document(
                 "t" => in_text = false,
                 "pPr" => in_ppr = false,
                 "p" => {
-                    if let Some(p) = para.take() {
+                    if let Some(p) = paras.pop() {
                         finish_para(p, &mut tables, &mut blocks, numbering);
                     }
                 }
@@ -457,7 +521,7 @@ fn finish_para(
 }
 
 /// Groups blocks into sections at the top-most heading level used.
-fn sections(blocks: Vec<Block>) -> Vec<ExtractedPart> {
+pub(crate) fn sections(blocks: Vec<Block>) -> Vec<ExtractedPart> {
     let top = blocks
         .iter()
         .filter_map(|b| match b {
