@@ -26,9 +26,11 @@ use confab_proto::conversation::v1::*;
 use tonic::service::Routes;
 use tonic::{Request, Response, Status};
 
+pub mod clock;
 pub mod error;
 pub mod export;
 pub mod model;
+pub mod plan;
 pub mod search;
 pub mod service;
 pub mod store;

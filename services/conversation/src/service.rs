@@ -5,22 +5,26 @@ use std::sync::Arc;
 
 use confab_common::{GrpcChannel, Identity};
 use confab_proto::conversation::v1::{
-    AppendMessageRequest, Conversation, CreateConversationRequest, ExportConversationResponse,
-    ExportFormat, ListConversationsRequest, ListConversationsResponse, ListMessagesRequest,
-    ListMessagesResponse, Message, MessageStatus, Role, SearchConversationsResponse, SearchHit,
-    SupersedeMessagesRequest, UpdateConversationRequest, UpdateMessageRequest,
+    AppendMessageRequest, ContextPlan, Conversation, CreateConversationRequest,
+    ExportConversationResponse, ExportFormat, ListConversationsRequest, ListConversationsResponse,
+    ListMessagesRequest, ListMessagesResponse, Message, MessageStatus, Role,
+    SearchConversationsResponse, SearchHit, SupersedeMessagesRequest, UpdateConversationRequest,
+    UpdateMessageRequest,
 };
 use confab_proto::files::v1::ReleaseFilesRequest;
 use confab_proto::files::v1::file_service_client::FileServiceClient;
 use prost::Message as _;
 use tracing::instrument;
 
+use crate::clock::{Clock, SystemClock};
 use crate::error::{ConversationError, Result};
 use crate::export;
 use crate::model::*;
+use crate::plan::{self, SpanMessage, StoredPlan};
 use crate::search;
 use crate::store::{
     ConversationPatch, ConversationQuery, ConversationStore, MessagePatch, MessageQuery,
+    StoredMessage,
 };
 
 /// Largest context plan stored with a message (encoded), 1 MiB.
@@ -29,8 +33,8 @@ pub const MAX_CONTEXT_BYTES: usize = 1024 * 1024;
 pub struct Conversations {
     store: Arc<dyn ConversationStore>,
     files: Option<FileServiceClient<GrpcChannel>>,
-    /// A streaming answer not updated for this long was orphaned (see `settle`).
-    stale_streaming_after_ms: i64,
+    /// Every timestamp the service decides (stores take theirs from here).
+    clock: Arc<dyn Clock>,
 }
 
 /// The chat service saves a streaming answer at least every few seconds while text
@@ -46,6 +50,7 @@ impl std::fmt::Debug for Conversations {
         f.debug_struct("Conversations")
             .field("store", &self.store.backend())
             .field("files", &self.files.is_some())
+            .field("clock", &self.clock)
             .finish()
     }
 }
@@ -85,15 +90,18 @@ impl Conversations {
         Self {
             store,
             files: files.map(FileServiceClient::new),
-            stale_streaming_after_ms: STALE_STREAMING_AFTER.as_millis() as i64,
+            clock: Arc::new(SystemClock),
         }
     }
 
-    /// How long a streaming answer may go without an update before it reads as
-    /// interrupted (tests shorten it).
-    pub fn with_stale_streaming_after(mut self, after: std::time::Duration) -> Self {
-        self.stale_streaming_after_ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+    /// Replaces the system clock (tests move a [`crate::clock::ManualClock`]).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
         self
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     /// A message as readers see it: an answer still marked streaming whose generation
@@ -101,7 +109,7 @@ impl Conversations {
     /// reading changes; a generation that is in fact alive still completes it.
     fn settle(&self, mut m: Message, now: i64) -> Message {
         if m.status == MessageStatus::Streaming as i32
-            && now.saturating_sub(m.updated_at_ms) > self.stale_streaming_after_ms
+            && now.saturating_sub(m.updated_at_ms) > STALE_STREAMING_AFTER.as_millis() as i64
         {
             m.status = MessageStatus::Failed as i32;
             if m.error_message.is_empty() {
@@ -124,7 +132,7 @@ impl Conversations {
         check_title(&req.title)?;
         check_chars("model", &req.model, MAX_MODEL_CHARS)?;
         check_bytes("system_prompt", &req.system_prompt, MAX_SYSTEM_PROMPT_BYTES)?;
-        let now = now_ms();
+        let now = self.now_ms();
         let c = Conversation {
             id: new_id(),
             title_set: !req.title.trim().is_empty(),
@@ -217,7 +225,7 @@ impl Conversations {
             model: req.model,
             system_prompt: req.system_prompt,
             pinned: req.pinned,
-            touch_at_ms: activity.then(now_ms),
+            touch_at_ms: activity.then(|| self.now_ms()),
         };
         self.store
             .update_conversation(&user.user_id, &req.conversation_id, &patch)
@@ -301,12 +309,9 @@ impl Conversations {
             _ => String::new(),
         };
         Ok(ListMessagesResponse {
-            messages: {
-                let now = now_ms();
-                rows.into_iter()
-                    .map(|m| self.settle(m.message, now))
-                    .collect()
-            },
+            messages: self
+                .readable(&user.user_id, &req.conversation_id, rows)
+                .await?,
             next_page_token,
         })
     }
@@ -320,11 +325,15 @@ impl Conversations {
     ) -> Result<Message> {
         check_id("conversation_id", conversation_id)?;
         check_id("message_id", message_id)?;
-        self.store
+        let m = self
+            .store
             .get_message(&user.user_id, conversation_id, message_id)
             .await?
-            .map(|m| self.settle(m, now_ms()))
-            .ok_or(ConversationError::NotFound(MESSAGE))
+            .ok_or(ConversationError::NotFound(MESSAGE))?;
+        let mut out = self
+            .readable(&user.user_id, conversation_id, vec![m])
+            .await?;
+        Ok(out.pop().expect("one in, one out"))
     }
 
     #[instrument(skip_all, fields(user = %user.user_id))]
@@ -361,7 +370,8 @@ impl Conversations {
                 newest_first: false,
                 include_superseded: false,
                 after_seq,
-                omit_context: false,
+                // Exports show text, not what the model saw.
+                omit_context: true,
             };
             let page = self
                 .store
@@ -370,7 +380,7 @@ impl Conversations {
                 .ok_or(ConversationError::NotFound(CONVERSATION))?;
             let full = page.len() == MAX_MESSAGE_PAGE as usize;
             after_seq = page.last().map(|m| m.seq);
-            let now = now_ms();
+            let now = self.now_ms();
             out.extend(page.into_iter().map(|m| self.settle(m.message, now)));
             if !full {
                 return Ok(out);
@@ -427,7 +437,7 @@ impl Conversations {
             check_chars("attachment filename", &a.filename, MAX_FILENAME_CHARS)?;
             check_chars("attachment mime_type", &a.mime_type, MAX_MODEL_CHARS)?;
         }
-        let now = now_ms();
+        let now = self.now_ms();
         let m = Message {
             id: new_id(),
             conversation_id: req.conversation_id,
@@ -478,19 +488,117 @@ impl Conversations {
                 MAX_CONTEXT_BYTES / 1024
             )));
         }
+        let stored = match req.context.clone() {
+            Some(plan) => Some(
+                self.store_plan(&user.user_id, &req.conversation_id, plan)
+                    .await?,
+            ),
+            None => None,
+        };
         let patch = MessagePatch {
             content: req.content,
             status,
             usage: req.usage,
-            context: req.context,
+            context: stored,
             model: req.model,
             error_message: req.error_message,
-            updated_at_ms: now_ms(),
+            updated_at_ms: self.now_ms(),
         };
-        self.store
+        let mut m = self
+            .store
             .update_message(&user.user_id, &req.conversation_id, &req.message_id, &patch)
             .await?
-            .ok_or(ConversationError::NotFound(MESSAGE))
+            .ok_or(ConversationError::NotFound(MESSAGE))?;
+        if req.context.is_some() {
+            // The plan as sent, not as stored.
+            m.context = req.context;
+        } else if m.context.is_some() {
+            m.context = self
+                .get_message(user, &req.conversation_id, &req.message_id)
+                .await?
+                .context;
+        }
+        Ok(m)
+    }
+
+    /// The stored form of a plan: its history by reference when the conversation's
+    /// messages reproduce it exactly (see [`crate::plan`]), else as sent. The counts the
+    /// reference relies on are in the messages' ledgers before the plan is written.
+    async fn store_plan(&self, owner: &str, cid: &str, plan: ContextPlan) -> Result<StoredPlan> {
+        let Some(first_id) = plan::first_history_id(&plan) else {
+            return Ok(StoredPlan::full(plan));
+        };
+        let (Some(first), Some(current)) = (
+            self.store.get_message(owner, cid, first_id).await?,
+            self.store
+                .get_message(
+                    owner,
+                    cid,
+                    &plan.messages[plan.messages.len() - 1].message_id,
+                )
+                .await?,
+        ) else {
+            return Ok(StoredPlan::full(plan));
+        };
+        let span = self.span(owner, cid, first.seq, current.seq + 1).await?;
+        match plan::compact(&plan, &span) {
+            Some((stored, additions)) => {
+                self.store.add_token_counts(owner, cid, additions).await?;
+                Ok(stored)
+            }
+            None => Ok(StoredPlan::full(plan)),
+        }
+    }
+
+    /// Messages at positions `from..end` (superseded ones too), as plans refer to them.
+    async fn span(&self, owner: &str, cid: &str, from: i64, end: i64) -> Result<Vec<SpanMessage>> {
+        if end <= from || end - from > plan::MAX_REFERENCED_SPAN {
+            return Ok(Vec::new());
+        }
+        let q = MessageQuery {
+            limit: (end - from) as u32,
+            newest_first: false,
+            include_superseded: true,
+            after_seq: Some(from - 1),
+            omit_context: true,
+        };
+        Ok(self
+            .store
+            .list_messages(owner, cid, &q)
+            .await?
+            .unwrap_or_default()
+            .iter()
+            .map(StoredMessage::span)
+            .collect())
+    }
+
+    /// Messages as readers see them: plans expanded back to what was sent (one read of
+    /// the span all of them refer to), orphaned answers settled.
+    async fn readable(
+        &self,
+        owner: &str,
+        cid: &str,
+        rows: Vec<StoredMessage>,
+    ) -> Result<Vec<Message>> {
+        let refs = rows.iter().filter_map(|m| m.history);
+        let (from, end) = refs.fold((i64::MAX, i64::MIN), |(f, e), h| {
+            (f.min(h.first_seq), e.max(h.end_seq))
+        });
+        let span = if from < end {
+            self.span(owner, cid, from, end).await?
+        } else {
+            Vec::new()
+        };
+        let now = self.now_ms();
+        Ok(rows
+            .into_iter()
+            .map(|m| {
+                let plan = m.stored_plan();
+                let mut message = m.message;
+                message.context = plan.map(|p| plan::expand(p, &span));
+                self.settle(message, now)
+            })
+            .collect())
     }
 
     #[instrument(skip_all, fields(user = %user.user_id, conversation = %req.conversation_id, message = %req.from_message_id))]
@@ -507,7 +615,7 @@ impl Conversations {
                 &req.conversation_id,
                 &req.from_message_id,
                 req.inclusive,
-                now_ms(),
+                self.now_ms(),
             )
             .await?
             .ok_or(ConversationError::NotFound(MESSAGE))

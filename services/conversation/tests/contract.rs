@@ -3,10 +3,14 @@
 //! validation, pagination tokens and search parsing are covered for both backends.
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
 
 use confab_common::Identity;
 use confab_common::testing::{MongoServer, unique_name};
+use confab_conversation::clock::ManualClock;
 use confab_conversation::error::ConversationError;
+use confab_conversation::service::STALE_STREAMING_AFTER;
 use confab_conversation::{Config, Conversations, open_store};
 use confab_proto::conversation::v1::*;
 
@@ -301,12 +305,21 @@ async fn pinned_first_ordering(svc: &Conversations) {
     assert_eq!(code(err), tonic::Code::InvalidArgument);
 }
 
+/// The same store, read and written by a service on a clock the test moves.
+fn on_manual_clock(svc: &Conversations) -> (Conversations, ManualClock) {
+    let clock = ManualClock::starting_now();
+    let svc = Conversations::new(svc.store().clone(), None).with_clock(Arc::new(clock.clone()));
+    (svc, clock)
+}
+
 async fn activity_moves_a_conversation_to_the_head(svc: &Conversations) {
+    let (svc, clock) = on_manual_clock(svc);
+    let svc = &svc;
     let a = alice();
     let old = create(svc, &a, "old").await;
-    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    clock.advance(Duration::from_millis(5));
     let _new = create(svc, &a, "new").await;
-    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    clock.advance(Duration::from_millis(5));
     append(svc, &a, &old.id, Role::User, "hello again").await;
     let list = list_all(svc, &a, 10, false).await;
     assert_eq!(list[0].id, old.id);
@@ -1195,10 +1208,8 @@ async fn search_finds_conversations_behind_a_crowded_one(svc: &Conversations) {
 }
 
 async fn orphaned_streaming_answers_read_as_interrupted(svc: &Conversations) {
-    // The same store, read by a service that calls an answer orphaned after 300 ms.
-    let svc_short = Conversations::new(svc.store().clone(), None)
-        .with_stale_streaming_after(std::time::Duration::from_millis(300));
-    let svc = &svc_short;
+    let (svc, clock) = on_manual_clock(svc);
+    let svc = &svc;
     let a = alice();
     let c = create(svc, &a, "restart").await;
     append(svc, &a, &c.id, Role::User, "Tell me a story").await;
@@ -1219,8 +1230,14 @@ async fn orphaned_streaming_answers_read_as_interrupted(svc: &Conversations) {
     let read = async || svc.get_message(&a, &c.id, &answer.id).await.unwrap();
     assert_eq!(status(&read().await), MessageStatus::Streaming);
 
-    // Nobody updates it (the process writing it went away).
-    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    // Nobody updates it (the process writing it went away): five minutes is the limit.
+    clock.advance(STALE_STREAMING_AFTER);
+    assert_eq!(
+        status(&read().await),
+        MessageStatus::Streaming,
+        "at the limit"
+    );
+    clock.advance(Duration::from_millis(1));
     let m = read().await;
     assert_eq!(status(&m), MessageStatus::Failed);
     assert_eq!(m.content, "Once upon", "the partial text is kept");
@@ -1272,7 +1289,8 @@ async fn orphaned_streaming_answers_read_as_interrupted(svc: &Conversations) {
         .await
         .unwrap();
     for i in 0..4 {
-        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        // Four saves, each four minutes after the last: sixteen minutes in all.
+        clock.advance(Duration::from_secs(240));
         let m = svc
             .update_message(
                 &a,

@@ -5,10 +5,11 @@
 //! missing one (`None`). Ids, timestamps and limits are decided by the caller
 //! ([`crate::service`]), so both stores behave the same.
 
-use confab_proto::conversation::v1::{Attachment, ContextPlan, Conversation, Message, TokenUsage};
+use confab_proto::conversation::v1::{Attachment, Conversation, Message, TokenUsage};
 
 use crate::error::Result;
 use crate::model::ConversationCursor;
+use crate::plan::{HistoryRef, LedgerAddition, SpanMessage, StoredPlan, TokenLedger};
 
 pub mod mongo;
 pub mod sqlite;
@@ -33,7 +34,8 @@ pub struct MessagePatch {
     pub content: Option<String>,
     pub status: Option<i32>,
     pub usage: Option<TokenUsage>,
-    pub context: Option<ContextPlan>,
+    /// As stored: its history by reference where the service could (see [`crate::plan`]).
+    pub context: Option<StoredPlan>,
     pub model: Option<String>,
     pub error_message: Option<String>,
     pub updated_at_ms: i64,
@@ -58,11 +60,49 @@ pub struct MessageQuery {
     pub omit_context: bool,
 }
 
-/// A message with its position in the conversation (for cursors).
+/// A message with its position in the conversation (for cursors) and what its plan
+/// and the plans of later answers refer to.
 #[derive(Debug, Clone)]
 pub struct StoredMessage {
     pub seq: i64,
+    /// `context` holds the stored plan: without its referenced history when `history` is set.
     pub message: Message,
+    pub history: Option<HistoryRef>,
+    /// The conversation's next position when the message was superseded (unset for
+    /// messages superseded before marks were kept).
+    pub superseded_mark: Option<i64>,
+    pub ledger: TokenLedger,
+}
+
+impl StoredMessage {
+    pub fn new(seq: i64, message: Message) -> Self {
+        Self {
+            seq,
+            message,
+            history: None,
+            superseded_mark: None,
+            ledger: TokenLedger::default(),
+        }
+    }
+
+    pub fn span(&self) -> SpanMessage {
+        SpanMessage {
+            seq: self.seq,
+            id: self.message.id.clone(),
+            role: self.message.role,
+            superseded: self.message.superseded,
+            superseded_mark: self.superseded_mark,
+            ledger: self.ledger.clone(),
+        }
+    }
+
+    /// The stored plan, if the message has one.
+    pub fn stored_plan(&self) -> Option<StoredPlan> {
+        self.message.context.clone().map(|plan| StoredPlan {
+            plan,
+            history: self.history,
+        })
+    }
 }
 
 /// One search result per conversation: its best-ranked match.
@@ -117,7 +157,7 @@ pub trait ConversationStore: Send + Sync + 'static {
         owner: &str,
         conversation_id: &str,
         message_id: &str,
-    ) -> Result<Option<Message>>;
+    ) -> Result<Option<StoredMessage>>;
     /// Appends at the end of the conversation (next sequence number), counts it and
     /// moves the conversation's `updated_at` to the message's `created_at`.
     async fn append_message(&self, owner: &str, message: Message) -> Result<Option<Message>>;
@@ -128,8 +168,16 @@ pub trait ConversationStore: Send + Sync + 'static {
         message_id: &str,
         patch: &MessagePatch,
     ) -> Result<Option<Message>>;
-    /// Marks messages after `from` (and `from` itself when inclusive) as superseded;
-    /// the ids newly marked. `None` when the conversation or message does not exist.
+    /// Records token counts in messages' ledgers (a model a ledger already has, or a
+    /// full ledger, is left as it is).
+    async fn add_token_counts(
+        &self,
+        owner: &str,
+        conversation_id: &str,
+        additions: Vec<LedgerAddition>,
+    ) -> Result<()>;
+    /// Marks messages after `from` (and `from` itself when inclusive) as superseded,
+    /// with the conversation's next position as their `superseded_mark`; the ids newly marked. `None` when the conversation or message does not exist.
     async fn supersede_messages(
         &self,
         owner: &str,

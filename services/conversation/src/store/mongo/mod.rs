@@ -9,9 +9,9 @@
 
 use std::collections::HashMap;
 
-use confab_proto::conversation::v1::{Attachment, ContextPlan, Conversation, Message, TokenUsage};
+use confab_proto::conversation::v1::{Attachment, Conversation, Message};
 use futures::TryStreamExt;
-use mongodb::bson::{Binary, Bson, Document, doc, spec::BinarySubtype};
+use mongodb::bson::{Document, doc};
 use mongodb::options::{IndexOptions, ReturnDocument};
 use mongodb::{Client, Collection, IndexModel};
 use prost::Message as _;
@@ -20,8 +20,14 @@ use super::{
     ConversationPatch, ConversationQuery, ConversationStore, ImportItem, MessagePatch,
     MessageQuery, StoredHit, StoredMessage,
 };
-use crate::error::{ConversationError, Result};
+use crate::error::Result;
+use crate::plan::LedgerAddition;
 use crate::search;
+
+mod docs;
+mod migrate;
+
+use docs::*;
 
 /// Matching messages ranked per query; beyond this the most relevant of the first
 /// [`CANDIDATES`] found win (bounded work for very common words).
@@ -30,7 +36,7 @@ const TITLE_WEIGHT: f64 = 4.0;
 /// Retries of an append that lost the race for a position.
 const APPEND_ATTEMPTS: u32 = 32;
 
-fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+pub(super) fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
     use mongodb::error::{ErrorKind, WriteFailure};
     matches!(&*e.kind, ErrorKind::Write(WriteFailure::WriteError(w)) if w.code == 11000)
 }
@@ -39,151 +45,8 @@ fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
 pub struct MongoStore {
     conversations: Collection<Document>,
     messages: Collection<Document>,
-}
-
-fn int(d: &Document, key: &str) -> i64 {
-    match d.get(key) {
-        Some(Bson::Int64(v)) => *v,
-        Some(Bson::Int32(v)) => i64::from(*v),
-        Some(Bson::Double(v)) => *v as i64,
-        _ => 0,
-    }
-}
-
-fn text(d: &Document, key: &str) -> String {
-    d.get_str(key).unwrap_or_default().to_owned()
-}
-
-fn flag(d: &Document, key: &str) -> bool {
-    d.get_bool(key).unwrap_or(false)
-}
-
-fn binary(bytes: Vec<u8>) -> Bson {
-    Bson::Binary(Binary {
-        subtype: BinarySubtype::Generic,
-        bytes,
-    })
-}
-
-fn decode_binary<M: prost::Message + Default>(d: &Document, key: &str) -> Result<Option<M>> {
-    match d.get(key) {
-        Some(Bson::Binary(b)) => M::decode(b.bytes.as_slice())
-            .map(Some)
-            .map_err(|e| ConversationError::storage(anyhow::anyhow!("corrupt {key}: {e}"))),
-        _ => Ok(None),
-    }
-}
-
-fn conversation_doc(owner: &str, c: &Conversation, next_seq: i64) -> Document {
-    doc! {
-        "_id": &c.id,
-        "owner": owner,
-        "title": &c.title,
-        "model": &c.model,
-        "system_prompt": &c.system_prompt,
-        "pinned": c.pinned,
-        "title_set": c.title_set,
-        "created_at": c.created_at_ms,
-        "updated_at": c.updated_at_ms,
-        "message_count": i64::from(c.message_count),
-        "next_seq": next_seq,
-        "terms": search::index_terms(&[&c.title]),
-    }
-}
-
-fn conversation_from(d: &Document) -> Conversation {
-    Conversation {
-        id: text(d, "_id"),
-        title: text(d, "title"),
-        model: text(d, "model"),
-        system_prompt: text(d, "system_prompt"),
-        pinned: flag(d, "pinned"),
-        created_at_ms: int(d, "created_at"),
-        updated_at_ms: int(d, "updated_at"),
-        message_count: int(d, "message_count").clamp(0, i64::from(u32::MAX)) as u32,
-        title_set: flag(d, "title_set"),
-    }
-}
-
-fn message_doc(owner: &str, seq: i64, m: &Message) -> Document {
-    let attachments: Vec<Document> = m
-        .attachments
-        .iter()
-        .map(|a| {
-            doc! {
-                "file_id": &a.file_id,
-                "filename": &a.filename,
-                "mime_type": &a.mime_type,
-                "size_bytes": a.size_bytes as i64,
-                "is_image": a.is_image,
-            }
-        })
-        .collect();
-    doc! {
-        "_id": &m.id,
-        "owner": owner,
-        "conversation_id": &m.conversation_id,
-        "seq": seq,
-        "role": m.role,
-        "content": &m.content,
-        "status": m.status,
-        "attachments": attachments,
-        "usage": m.usage.as_ref().map(|u| binary(u.encode_to_vec())),
-        "model": &m.model,
-        "context": m.context.as_ref().map(|c| binary(c.encode_to_vec())),
-        "created_at": m.created_at_ms,
-        "updated_at": m.updated_at_ms,
-        "parent_id": &m.parent_id,
-        "superseded": m.superseded,
-        "generation_id": &m.generation_id,
-        "error_message": &m.error_message,
-        "terms": search::index_terms(&[&m.content]),
-    }
-}
-
-fn attachments_from(d: &Document) -> Vec<Attachment> {
-    d.get_array("attachments")
-        .map(|a| {
-            a.iter()
-                .filter_map(Bson::as_document)
-                .map(|a| Attachment {
-                    file_id: text(a, "file_id"),
-                    filename: text(a, "filename"),
-                    mime_type: text(a, "mime_type"),
-                    size_bytes: int(a, "size_bytes").max(0) as u64,
-                    is_image: flag(a, "is_image"),
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn message_from(d: &Document) -> Result<StoredMessage> {
-    Ok(StoredMessage {
-        seq: int(d, "seq"),
-        message: Message {
-            id: text(d, "_id"),
-            conversation_id: text(d, "conversation_id"),
-            role: int(d, "role") as i32,
-            content: text(d, "content"),
-            status: int(d, "status") as i32,
-            attachments: attachments_from(d),
-            usage: decode_binary::<TokenUsage>(d, "usage")?,
-            model: text(d, "model"),
-            context: decode_binary::<ContextPlan>(d, "context")?,
-            created_at_ms: int(d, "created_at"),
-            updated_at_ms: int(d, "updated_at"),
-            parent_id: text(d, "parent_id"),
-            superseded: flag(d, "superseded"),
-            generation_id: text(d, "generation_id"),
-            error_message: text(d, "error_message"),
-        },
-    })
-}
-
-/// Fields never sent back to the service.
-fn no_terms() -> Document {
-    doc! { "terms": 0 }
+    /// One document per one-time data migration done (`_id` names it).
+    migrations: Collection<Document>,
 }
 
 impl MongoStore {
@@ -194,8 +57,10 @@ impl MongoStore {
         let this = Self {
             conversations: db.collection("conversations"),
             messages: db.collection("messages"),
+            migrations: db.collection("migrations"),
         };
         this.create_indexes().await?;
+        this.compact_stored_plans().await?;
         Ok(this)
     }
 
@@ -463,11 +328,8 @@ impl ConversationStore for MongoStore {
         owner: &str,
         conversation_id: &str,
         message_id: &str,
-    ) -> Result<Option<Message>> {
-        Ok(self
-            .find_message(owner, conversation_id, message_id)
-            .await?
-            .map(|m| m.message))
+    ) -> Result<Option<StoredMessage>> {
+        self.find_message(owner, conversation_id, message_id).await
     }
 
     async fn append_message(&self, owner: &str, m: Message) -> Result<Option<Message>> {
@@ -539,7 +401,7 @@ impl ConversationStore for MongoStore {
             set.insert("usage", binary(u.encode_to_vec()));
         }
         if let Some(c) = &p.context {
-            set.insert("context", binary(c.encode_to_vec()));
+            set.insert("context", binary(c.encode()));
         }
         if let Some(m) = &p.model {
             set.insert("model", m);
@@ -563,6 +425,29 @@ impl ConversationStore for MongoStore {
             .transpose()
     }
 
+    async fn add_token_counts(
+        &self,
+        owner: &str,
+        conversation_id: &str,
+        additions: Vec<LedgerAddition>,
+    ) -> Result<()> {
+        for (mid, model, tokens) in additions {
+            // One atomic push per count, only while the ledger lacks the model.
+            self.messages
+                .update_one(
+                    doc! {
+                        "_id": &mid,
+                        "owner": owner,
+                        "conversation_id": conversation_id,
+                        "token_ledger.model": {"$ne": &model},
+                    },
+                    doc! {"$push": {"token_ledger": {"model": &model, "tokens": i64::from(tokens)}}},
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn supersede_messages(
         &self,
         owner: &str,
@@ -578,6 +463,15 @@ impl ConversationStore for MongoStore {
             return Ok(None);
         };
         let first = if inclusive { from.seq } else { from.seq + 1 };
+        // The conversation's next position: past its last message (`next_seq` is only
+        // a hint, see `append_message`).
+        let last = self
+            .messages
+            .find_one(doc! {"conversation_id": conversation_id})
+            .sort(doc! {"seq": -1})
+            .projection(doc! {"seq": 1})
+            .await?;
+        let mark = last.map_or(0, |d| int(&d, "seq") + 1);
         let filter = doc! {
             "conversation_id": conversation_id,
             "owner": owner,
@@ -599,7 +493,10 @@ impl ConversationStore for MongoStore {
             self.messages
                 .update_many(
                     doc! {"_id": {"$in": ids.clone()}, "owner": owner},
-                    doc! {"$set": {"superseded": true}, "$max": {"updated_at": now_ms}},
+                    doc! {
+                        "$set": {"superseded": true, "superseded_mark": mark},
+                        "$max": {"updated_at": now_ms},
+                    },
                 )
                 .await?;
         }
