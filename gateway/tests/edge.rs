@@ -24,6 +24,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 
+const METRICS_TOKEN: &str = "metrics-token-0123456789";
+
 async fn wait_until(mut f: impl AsyncFnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + WAIT;
     while tokio::time::Instant::now() < deadline {
@@ -456,7 +458,7 @@ async fn a_client_going_away_cancels_the_upstream_stream() {
 
 #[tokio::test]
 async fn health_metrics_and_static_files() {
-    let gw = Gw::start(|_| {}).await;
+    let gw = Gw::start(|e| e.metrics_token = Some(METRICS_TOKEN.into())).await;
     std::fs::create_dir_all(gw.dir.path().join("web")).unwrap();
     let index = format!(
         "<!doctype html><title>Confab</title>{}",
@@ -494,6 +496,7 @@ async fn health_metrics_and_static_files() {
     while stream.message().await.unwrap().is_some() {}
     let text = http
         .get(gw.url("/metrics"))
+        .bearer_auth(METRICS_TOKEN)
         .send()
         .await
         .unwrap()
@@ -765,11 +768,33 @@ async fn oidc_bearer_tokens_are_verified_against_the_jwks() {
             "unknown key",
             jwt(&ed25519_key("k9"), "alice@example", AUDIENCE, 300),
         ),
-        ("anonymous id", jwt(&key, "anon-0123", AUDIENCE, 300)),
+        ("not valid yet (nbf)", {
+            let now = now_ms() as i64 / 1000;
+            let mut header = Header::new(Algorithm::EdDSA);
+            header.kid = Some(key.kid.clone());
+            let claims = serde_json::json!({
+                "iss": ISSUER, "aud": AUDIENCE, "sub": "alice@example",
+                "iat": now, "nbf": now + 600, "exp": now + 900,
+            });
+            jsonwebtoken::encode(&header, &claims, &key.encoding).unwrap()
+        }),
     ];
     for (what, token) in cases {
         let e = client.list_conversations(call(token)).await.unwrap_err();
         assert_eq!(e.code(), Code::Unauthenticated, "{what}: {e:?}");
+    }
+    // Subjects of any printable form (Auth0's `|`, our own `anon-` prefix) are users
+    // with ids derived from them: never refused, never one of our anonymous ids.
+    for sub in ["auth0|abc123", "anon-0123"] {
+        let s = gw.session(Some(&jwt(&key, sub, AUDIENCE, 300))).await;
+        assert!(s.user_id.starts_with("oidc-"), "{sub} -> {}", s.user_id);
+        assert_eq!(
+            gw.session(Some(&jwt(&key, sub, AUDIENCE, 300)))
+                .await
+                .user_id,
+            s.user_id,
+            "stable"
+        );
     }
 }
 
