@@ -8,11 +8,12 @@ pub fn file_kind(k: ex::FileKind) -> pb::FileKind {
     match k {
         ex::FileKind::Pdf => pb::FileKind::Pdf,
         ex::FileKind::Docx => pb::FileKind::Docx,
-        // Until the proto names them: spreadsheets as XLSX, documents as DOCX.
-        ex::FileKind::Xlsx | ex::FileKind::Xls | ex::FileKind::Xlsb | ex::FileKind::Ods => {
-            pb::FileKind::Xlsx
-        }
-        ex::FileKind::Pptx | ex::FileKind::Odt => pb::FileKind::Docx,
+        ex::FileKind::Xlsx => pb::FileKind::Xlsx,
+        ex::FileKind::Xls => pb::FileKind::Xls,
+        ex::FileKind::Xlsb => pb::FileKind::Xlsb,
+        ex::FileKind::Ods => pb::FileKind::Ods,
+        ex::FileKind::Pptx => pb::FileKind::Pptx,
+        ex::FileKind::Odt => pb::FileKind::Odt,
         ex::FileKind::Csv => pb::FileKind::Csv,
         ex::FileKind::Text => pb::FileKind::Text,
         ex::FileKind::Image => pb::FileKind::Image,
@@ -23,8 +24,9 @@ pub fn part_kind(k: ex::PartKind) -> pb::PartKind {
     match k {
         ex::PartKind::Page => pb::PartKind::Page,
         ex::PartKind::Sheet => pb::PartKind::Sheet,
-        ex::PartKind::Section | ex::PartKind::Slide => pb::PartKind::Section,
+        ex::PartKind::Section => pb::PartKind::Section,
         ex::PartKind::Text => pb::PartKind::Text,
+        ex::PartKind::Slide => pb::PartKind::Slide,
     }
 }
 
@@ -57,6 +59,8 @@ pub fn part(p: ex::ExtractedPart) -> pb::ExtractedPart {
         token_count: p.token_count,
         tables: p.tables.into_iter().map(table).collect(),
         sheet: p.sheet.map(sheet),
+        ocr: p.ocr_confidence.is_some(),
+        ocr_confidence: p.ocr_confidence.map(f32::from).unwrap_or(0.0),
     }
 }
 
