@@ -127,21 +127,25 @@ fn extract_pdfium(
 
 /// A page as an 8-bit grey bitmap (longest side `OCR_MAX_SIDE`), as OCR sees it.
 fn render_gray(page: &pdfium_render::prelude::PdfPage<'_>) -> Option<(u32, u32, Vec<u8>)> {
+    // pdfium renders into BGRA (rendering straight into a grey bitmap trips its checks).
     let config = PdfRenderConfig::new()
         .set_target_width(OCR_MAX_SIDE)
         .set_maximum_height(OCR_MAX_SIDE)
-        .set_format(PdfBitmapFormat::Gray)
+        .set_format(PdfBitmapFormat::BGRA)
         .render_form_data(true);
     let bitmap = page.render_with_config(&config).ok()?;
     let (w, h) = (bitmap.width().max(0) as u32, bitmap.height().max(0) as u32);
     let raw = bitmap.as_raw_bytes();
     let stride = if h == 0 { 0 } else { raw.len() / h as usize };
-    if w == 0 || stride < w as usize {
+    if w == 0 || stride < 4 * w as usize {
         return None;
     }
     let mut gray = Vec::with_capacity((w * h) as usize);
     for row in raw.chunks_exact(stride) {
-        gray.extend_from_slice(&row[..w as usize]);
+        for px in row[..4 * w as usize].chunks_exact(4) {
+            let (b, g, r) = (u32::from(px[0]), u32::from(px[1]), u32::from(px[2]));
+            gray.push(((r * 299 + g * 587 + b * 114) / 1000) as u8);
+        }
     }
     Some((w, h, gray))
 }
