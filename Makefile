@@ -8,7 +8,7 @@ CARGO ?= cargo
 BIN := $(CARGO_TARGET_DIR)/debug
 
 .PHONY: all setup build run test test-rust lint fmt web run-mesh stop-mesh smoke-mesh infra-check test-web clean-data \
-        bench-conversation bench-files bench-ratelimit bench-chat bench-gateway bench-embedded
+        bench-conversation bench-files bench-ratelimit bench-chat bench-gateway
 
 all: build
 
@@ -64,16 +64,13 @@ fmt:
 web:
 	bash web/build.sh
 
-## The production shape on this machine: two replicas of every service (gateway included) behind
-## nginx, redis-server, the MongoDB-wire server (infra/README.md, "Distributed mode on one machine").
 run-mesh: build
 	bash infra/mesh/run-mesh.sh
 
 stop-mesh:
 	bash infra/mesh/stop-mesh.sh
 
-## That mesh end to end as a user (grpc-web): stream, re-attach, stop, chunked upload across replicas,
-## one replica of every service SIGKILLed during traffic.
+## The distributed mode end to end on this machine (redis, MongoDB-wire server, one process per service).
 smoke-mesh: build
 	bash infra/mesh/smoke.sh
 
@@ -93,9 +90,5 @@ bench-ratelimit: setup
 	$(CARGO) run -p confab-ratelimit --example bench-ratelimit
 bench-chat: setup
 	$(CARGO) run -p confab-chat --example bench-chat
-## Embedded model vs llama-cpp-python (installed into ~/.cache/confab on first use), same GGUF and prompts.
-bench-embedded:
-	@bash scripts/setup.sh run
-	$(CARGO) run -p confab-chat --example bench-embedded
 bench-gateway: setup
 	$(CARGO) run -p confab-gateway --example bench-gateway

@@ -27,12 +27,7 @@ if command -v rustup >/dev/null; then
   done
 fi
 
-# The embedded model's llama.cpp builds from source (llama-cpp-sys-2: CMake, libclang for bindgen).
-apt_install cmake clang libclang-dev
-
 if [ "$mode" = test ]; then
-  # llama.cpp's OpenAI-compatible server: the llama-server test's upstream (built once).
-  bash scripts/install-llama-cpp-python.sh >/dev/null
   command -v redis-server >/dev/null || apt_install redis-server
   # MongoDB-wire server for tests (no real mongod can be installed here): see RECIPES.md.
   venv="$cache/mongo-venv"
@@ -43,9 +38,7 @@ if [ "$mode" = test ]; then
   fi
 fi
 
-[ "$mode" = test ] && bash scripts/install-nginx.sh # the two-replica mesh's balancers (smoke-mesh)
 [ "$mode" = test ] && bash scripts/install-machete.sh >/dev/null # make lint: unused dependencies
-bash scripts/install-pdfium.sh # PDF engine and OCR (confab-extract), for tests and run
 
 if [ "$mode" = run ]; then
   bash scripts/fetch-model.sh

@@ -49,10 +49,6 @@ struct SessionClaims {
     anon: bool,
     /// Expiry, Unix milliseconds.
     exp: u64,
-    /// When the first session of this chain was issued (Unix ms); renewals keep it.
-    /// Absent in tokens from before it existed: counted from `exp - ttl`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    since: Option<u64>,
 }
 
 /// A verified caller (before the client address is attached).
@@ -62,8 +58,6 @@ pub struct Principal {
     pub anonymous: bool,
     /// Unix milliseconds.
     pub expires_at_ms: u64,
-    /// Start of the session chain a renewal continues (Unix ms; `None` for OIDC).
-    pub since_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -84,26 +78,11 @@ pub fn now_ms() -> u64 {
 pub struct SessionKeys {
     secret: Vec<u8>,
     ttl: Duration,
-    max_lifetime: Duration,
-}
-
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl SessionKeys {
     pub fn new(secret: Vec<u8>, ttl: Duration) -> Self {
-        Self {
-            secret,
-            ttl,
-            max_lifetime: Duration::from_secs(3600 * 24 * 90),
-        }
-    }
-
-    /// Renewals stop at this age of the session chain.
-    pub fn with_max_lifetime(mut self, max_lifetime: Duration) -> Self {
-        self.max_lifetime = max_lifetime;
-        self
+        Self { secret, ttl }
     }
 
     /// The configured secret, or the one kept in `<data_dir>/session.key` (created with
@@ -113,7 +92,7 @@ impl SessionKeys {
             Some(s) => s.clone(),
             None => load_or_create_secret(&config.data_dir.join("session.key"))?,
         };
-        Ok(Self::new(secret, config.session_ttl).with_max_lifetime(config.session_max_lifetime))
+        Ok(Self::new(secret, config.session_ttl))
     }
 
     fn mac(&self, payload_b64: &str) -> Hmac<Sha256> {
@@ -131,21 +110,7 @@ impl SessionKeys {
         anonymous: bool,
         not_after_ms: Option<u64>,
     ) -> IssuedSession {
-        self.issue_since(user_id, anonymous, not_after_ms, now_ms())
-    }
-
-    /// A token continuing a chain that started at `since_ms`: it expires after the TTL,
-    /// at `not_after_ms`, or when the chain reaches its maximum lifetime, whichever is first.
-    fn issue_since(
-        &self,
-        user_id: &str,
-        anonymous: bool,
-        not_after_ms: Option<u64>,
-        since_ms: u64,
-    ) -> IssuedSession {
-        let mut exp = now_ms()
-            .saturating_add(ms(self.ttl))
-            .min(since_ms.saturating_add(ms(self.max_lifetime)));
+        let mut exp = now_ms() + self.ttl.as_millis() as u64;
         if let Some(limit) = not_after_ms {
             exp = exp.min(limit);
         }
@@ -153,7 +118,6 @@ impl SessionKeys {
             sub: user_id.to_owned(),
             anon: anonymous,
             exp,
-            since: Some(since_ms),
         };
         let payload =
             URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).expect("claims serialize"));
@@ -163,18 +127,6 @@ impl SessionKeys {
             user_id: user_id.to_owned(),
             expires_at_ms: exp,
         }
-    }
-
-    /// The caller's session renewed: same user, same chain start (so renewing never
-    /// reaches past the maximum lifetime); an OIDC-backed one never outlives its token.
-    pub fn renew(&self, p: &Principal) -> IssuedSession {
-        let not_after = (!p.anonymous).then_some(p.expires_at_ms);
-        self.issue_since(
-            &p.user_id,
-            p.anonymous,
-            not_after,
-            p.since_ms.unwrap_or_else(now_ms),
-        )
     }
 
     /// A new anonymous user.
@@ -205,14 +157,10 @@ impl SessionKeys {
         if !Identity::is_valid_user_id(&claims.sub) {
             return Err(AuthError::BadSubject);
         }
-        let since = claims
-            .since
-            .unwrap_or_else(|| claims.exp.saturating_sub(ms(self.ttl)));
         Ok(Principal {
             user_id: claims.sub,
             anonymous: claims.anon,
             expires_at_ms: claims.exp,
-            since_ms: Some(since),
         })
     }
 }
@@ -391,7 +339,6 @@ impl OidcVerifier {
         validation.set_issuer(&[&self.config.issuer]);
         validation.set_audience(&[&self.config.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.validate_nbf = true;
         validation.leeway = CLOCK_LEEWAY_SECS;
         let data = jsonwebtoken::decode::<JwtClaims>(token, &key, &validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind;
@@ -401,40 +348,22 @@ impl OidcVerifier {
                     ErrorKind::InvalidAudience => "wrong audience",
                     ErrorKind::InvalidIssuer => "wrong issuer",
                     ErrorKind::InvalidSignature => "bad signature",
-                    ErrorKind::ImmatureSignature => "not valid yet (nbf)",
                     _ => "invalid",
                 }
                 .into(),
             )
         })?;
         let sub = data.claims.sub.ok_or(AuthError::BadSubject)?;
+        // Anonymous ids are ours; an IdP subject must not be able to claim one.
+        if !Identity::is_valid_user_id(&sub) || sub.starts_with(ANON_PREFIX) {
+            return Err(AuthError::BadSubject);
+        }
         Ok(Principal {
-            user_id: oidc_user_id(&sub)?,
+            user_id: sub,
             anonymous: false,
             expires_at_ms: data.claims.exp.unwrap_or(0).saturating_mul(1000),
-            since_ms: None,
         })
     }
-}
-
-/// Prefix of user ids derived from OIDC subjects that are not usable ids as they are.
-pub const OIDC_HASH_PREFIX: &str = "oidc-";
-
-/// The user id of an OIDC subject. A subject that is already a valid id stays itself
-/// (existing users keep their data); any other printable subject (`auth0|abc`, Azure's
-/// base64-like ids, e-mail-like strings with `+`) becomes `oidc-` + 32 hex chars of its
-/// SHA-256. Subjects that could collide with ours (`anon-…`, `oidc-…`) are always hashed.
-pub fn oidc_user_id(sub: &str) -> Result<String, AuthError> {
-    if sub.is_empty() || sub.len() > 255 || sub.chars().any(char::is_control) {
-        return Err(AuthError::BadSubject);
-    }
-    let ours = sub.starts_with(ANON_PREFIX) || sub.starts_with(OIDC_HASH_PREFIX);
-    if Identity::is_valid_user_id(sub) && !ours {
-        return Ok(sub.to_owned());
-    }
-    use sha2::Digest;
-    let digest = Sha256::digest(sub.as_bytes());
-    Ok(format!("{OIDC_HASH_PREFIX}{}", hex_encode(&digest[..16])))
 }
 
 fn lookup(
@@ -582,64 +511,6 @@ mod tests {
         let forged = format!("{SESSION_PREFIX}{forged_claims}.{sig}");
         assert_eq!(k.verify(&forged), Err(AuthError::BadSession));
         assert_eq!(k.verify("cs1.garbage"), Err(AuthError::BadSession));
-    }
-
-    #[test]
-    fn oidc_subjects_of_any_printable_form_map_to_safe_ids() {
-        assert_eq!(oidc_user_id("alice").unwrap(), "alice");
-        for sub in [
-            "auth0|abc123",
-            "AAAAAAAAAAAAAAAAAAAAAIkzqFVrSaSaFHy782bbtaQ",
-            "a b+c@x/y",
-            "anon-0123",
-            "oidc-x",
-        ] {
-            let id = oidc_user_id(sub).unwrap();
-            assert!(Identity::is_valid_user_id(&id), "{sub} -> {id}");
-            if !Identity::is_valid_user_id(sub)
-                || sub.starts_with("anon-")
-                || sub.starts_with("oidc-")
-            {
-                assert!(
-                    id.starts_with(OIDC_HASH_PREFIX) && id.len() == 37,
-                    "{sub} -> {id}"
-                );
-            }
-            assert_eq!(oidc_user_id(sub).unwrap(), id, "stable");
-        }
-        assert_ne!(
-            oidc_user_id("auth0|a").unwrap(),
-            oidc_user_id("auth0|b").unwrap()
-        );
-        assert_eq!(oidc_user_id(""), Err(AuthError::BadSubject));
-        assert_eq!(oidc_user_id("a\nb"), Err(AuthError::BadSubject));
-    }
-
-    #[test]
-    fn renewal_never_passes_the_maximum_lifetime() {
-        let k = SessionKeys::new(vec![7u8; 32], Duration::from_secs(3600))
-            .with_max_lifetime(Duration::from_secs(7200));
-        let first = k.issue_anonymous();
-        let p = k.verify(&first.token).unwrap();
-        let since = p.since_ms.unwrap();
-        assert!(first.expires_at_ms <= since + 3_600_000);
-        // A chain that began 7000 s ago renews only to its 7200 s limit.
-        let old = Principal {
-            since_ms: Some(now_ms() - 7_000_000),
-            ..p.clone()
-        };
-        let renewed = k.renew(&old);
-        let q = k.verify(&renewed.token).unwrap();
-        assert_eq!(q.user_id, p.user_id);
-        assert_eq!(q.since_ms, old.since_ms);
-        assert!(renewed.expires_at_ms <= old.since_ms.unwrap() + 7_200_000);
-        assert!(renewed.expires_at_ms > now_ms());
-        // Past the limit, a renewal is already expired.
-        let ancient = Principal {
-            since_ms: Some(now_ms() - 8_000_000),
-            ..p
-        };
-        assert_eq!(k.verify(&k.renew(&ancient).token), Err(AuthError::Expired));
     }
 
     #[test]

@@ -17,15 +17,12 @@ pub struct OidcConfig {
     pub issuer: String,
     pub audience: String,
     pub jwks: JwksSource,
-    /// An unknown `kid` triggers at most one JWKS refetch per this interval
-    /// (`OIDC_JWKS_MIN_REFETCH_SECS`).
+    /// An unknown `kid` triggers at most one JWKS refetch per this interval.
     pub min_refetch: Duration,
 }
 
 impl OidcConfig {
     pub const DEFAULT_MIN_REFETCH: Duration = Duration::from_secs(30);
-    /// Longest allowed refetch interval: keys are reloaded hourly anyway.
-    pub const MAX_MIN_REFETCH: Duration = Duration::from_secs(3600);
 }
 
 /// Which browser origins may call the gateway.
@@ -50,18 +47,6 @@ pub struct Limits {
     pub unary_timeout: Duration,
     /// Time to send a request's headers (slowloris), and to send a first request.
     pub header_read_timeout: Duration,
-    /// Time to send a whole request body once its headers arrived (slow bodies).
-    pub body_read_timeout: Duration,
-    /// A connection with no request in flight for this long is closed.
-    pub idle_timeout: Duration,
-    /// HTTP/2 PING interval; a peer that does not answer within `keepalive_timeout` is dropped.
-    pub keepalive_interval: Duration,
-    pub keepalive_timeout: Duration,
-    /// Open connections from one client address (IPv6: one /64).
-    pub max_connections_per_addr: usize,
-    /// Response bytes buffered per stream for a client that is not reading; past it,
-    /// that client's connection is closed instead of holding the upstream back.
-    pub stream_buffer_bytes: usize,
 }
 
 /// The edge itself (everything but the backend services).
@@ -71,8 +56,6 @@ pub struct EdgeConfig {
     /// `CONFAB_SESSION_SECRET`; `None`: generated once and kept in `session.key`.
     pub session_secret: Option<Vec<u8>>,
     pub session_ttl: Duration,
-    /// Renewals never extend a session past this age (counted from its first issue).
-    pub session_max_lifetime: Duration,
     pub allow_anonymous: bool,
     pub oidc: Option<OidcConfig>,
     pub cors: CorsOrigins,
@@ -82,11 +65,6 @@ pub struct EdgeConfig {
     pub redis_url: Option<String>,
     /// `RATE_LIMIT_FAIL_POLICY=closed`: a Redis outage makes the gateway unhealthy.
     pub ratelimit_fail_closed: bool,
-    /// `CONFAB_METRICS_TOKEN`: `/metrics` on the public port needs `Bearer <token>`;
-    /// unset, it is served only on `CONFAB_METRICS_ADDR` (its own listener).
-    pub metrics_token: Option<String>,
-    /// `CONFAB_METRICS_ADDR`: `/metrics` on its own listener (e.g. 127.0.0.1:9464).
-    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 pub const MIN_SECRET_BYTES: usize = 32;
@@ -98,7 +76,6 @@ impl EdgeConfig {
             data_dir: data_dir.into(),
             session_secret: None,
             session_ttl: Duration::from_secs(3600 * 24 * 30),
-            session_max_lifetime: Duration::from_secs(3600 * 24 * 90),
             allow_anonymous: true,
             oidc: None,
             cors: CorsOrigins::SameOrigin,
@@ -110,17 +87,9 @@ impl EdgeConfig {
                 max_connections: 10_000,
                 unary_timeout: Duration::from_secs(120),
                 header_read_timeout: Duration::from_secs(10),
-                body_read_timeout: Duration::from_secs(30),
-                idle_timeout: Duration::from_secs(300),
-                keepalive_interval: Duration::from_secs(30),
-                keepalive_timeout: Duration::from_secs(10),
-                max_connections_per_addr: 256,
-                stream_buffer_bytes: 256 * 1024,
             },
             redis_url: None,
             ratelimit_fail_closed: false,
-            metrics_token: None,
-            metrics_addr: None,
         }
     }
 
@@ -169,12 +138,6 @@ impl EdgeConfig {
                 ));
             }
             (Some(issuer), Some(audience), file, url) => Some(OidcConfig {
-                min_refetch: Duration::from_secs(env_parse_range(
-                    "OIDC_JWKS_MIN_REFETCH_SECS",
-                    OidcConfig::DEFAULT_MIN_REFETCH.as_secs(),
-                    1,
-                    OidcConfig::MAX_MIN_REFETCH.as_secs(),
-                )?),
                 issuer,
                 audience,
                 jwks: match (file, url) {
@@ -182,6 +145,7 @@ impl EdgeConfig {
                     (_, Some(u)) => JwksSource::Url(u),
                     _ => unreachable!("checked above"),
                 },
+                min_refetch: OidcConfig::DEFAULT_MIN_REFETCH,
             }),
         };
         let cors = match env_opt("CORS_ORIGINS")? {
@@ -230,60 +194,6 @@ impl EdgeConfig {
                 1,
                 300,
             )?),
-            body_read_timeout: Duration::from_secs(env_parse_range(
-                "CONFAB_BODY_READ_TIMEOUT_SECS",
-                30,
-                1,
-                3600,
-            )?),
-            idle_timeout: Duration::from_secs(env_parse_range(
-                "CONFAB_IDLE_TIMEOUT_SECS",
-                300,
-                5,
-                86_400,
-            )?),
-            keepalive_interval: Duration::from_secs(env_parse_range(
-                "CONFAB_HTTP2_KEEPALIVE_SECS",
-                30,
-                1,
-                3600,
-            )?),
-            keepalive_timeout: Duration::from_secs(env_parse_range(
-                "CONFAB_HTTP2_KEEPALIVE_TIMEOUT_SECS",
-                10,
-                1,
-                300,
-            )?),
-            max_connections_per_addr: env_parse_range(
-                "CONFAB_MAX_CONNECTIONS_PER_ADDR",
-                256,
-                1,
-                1_000_000,
-            )?,
-            stream_buffer_bytes: env_parse_range(
-                "CONFAB_STREAM_BUFFER_BYTES",
-                256 * 1024,
-                4 * 1024,
-                64 * 1024 * 1024,
-            )?,
-        };
-        if limits.max_connections_per_addr > limits.max_connections {
-            return Err(ConfigError::new(
-                "CONFAB_MAX_CONNECTIONS_PER_ADDR",
-                format!(
-                    "is {}, more than CONFAB_MAX_CONNECTIONS ({})",
-                    limits.max_connections_per_addr, limits.max_connections
-                ),
-            ));
-        }
-        let metrics_token = match env_opt("CONFAB_METRICS_TOKEN")? {
-            Some(t) if t.len() < 16 => {
-                return Err(ConfigError::new(
-                    "CONFAB_METRICS_TOKEN",
-                    format!("is {} bytes; use at least 16 random bytes", t.len()),
-                ));
-            }
-            other => other,
         };
         let fail_policy = env_opt("RATE_LIMIT_FAIL_POLICY")?.unwrap_or_else(|| "open".into());
         let ratelimit_fail_closed = match fail_policy.as_str() {
@@ -302,9 +212,6 @@ impl EdgeConfig {
             session_ttl: Duration::from_secs(
                 3600 * env_parse_range("CONFAB_SESSION_TTL_HOURS", 24 * 30, 1, 24 * 365)?,
             ),
-            session_max_lifetime: Duration::from_secs(
-                86_400 * env_parse_range("CONFAB_SESSION_MAX_LIFETIME_DAYS", 90, 1, 3650)?,
-            ),
             allow_anonymous: env_bool("CONFAB_ALLOW_ANONYMOUS", true)?,
             oidc,
             cors,
@@ -313,17 +220,6 @@ impl EdgeConfig {
             limits,
             redis_url: env_opt("REDIS_URL")?,
             ratelimit_fail_closed,
-            metrics_token,
-            metrics_addr: env_opt("CONFAB_METRICS_ADDR")?
-                .map(|v| {
-                    v.parse::<std::net::SocketAddr>().map_err(|e| {
-                        ConfigError::new(
-                            "CONFAB_METRICS_ADDR",
-                            format!("{v:?} is not host:port: {e}"),
-                        )
-                    })
-                })
-                .transpose()?,
         })
     }
 }

@@ -81,9 +81,8 @@ impl HealthState {
         for (u, (status, store)) in self.upstreams.iter().zip(checks) {
             ok &= status == "serving";
             let mut entry = json!({
-                // No URL: /health is public and internal addresses are not its business
-                // (the gateway's start-up log names them).
                 "mode": if u.url.is_some() { "remote" } else { "in_process" },
+                "url": u.url,
                 "status": status,
             });
             if let Some(store) = store {

@@ -26,7 +26,6 @@ use tower::util::BoxCloneSyncService;
 use tracing::Instrument;
 
 use crate::auth::{AuthError, Authenticator, client_addr};
-use crate::budget::{Budgets, class_of};
 use crate::config::Limits;
 use crate::metrics::{Metrics, Rpc, RpcCode, ServiceLabel};
 
@@ -37,11 +36,6 @@ pub struct PeerAddr(pub SocketAddr);
 /// Marks a request that arrived as grpc-web (a request extension, for the access log).
 #[derive(Clone, Copy, Debug)]
 pub struct GrpcWeb;
-
-/// Closes the request's client connection (a request extension): used when the client
-/// stopped reading a stream, so its buffers cannot hold the shared upstream back.
-#[derive(Clone, Debug)]
-pub struct CloseConnection(pub Arc<tokio::sync::Notify>);
 
 /// Health and reflection, served by the gateway itself without credentials.
 pub type LocalRoutes = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
@@ -66,7 +60,6 @@ pub struct ProxyInner {
     metrics: Arc<Metrics>,
     limits: Limits,
     trusted_hops: usize,
-    budgets: Budgets,
 }
 
 #[derive(Clone)]
@@ -103,7 +96,6 @@ impl Proxy {
         metrics: Arc<Metrics>,
         limits: Limits,
         trusted_hops: usize,
-        budgets: Budgets,
     ) -> Self {
         Self(Arc::new(ProxyInner {
             upstreams,
@@ -113,7 +105,6 @@ impl Proxy {
             metrics,
             limits,
             trusted_hops,
-            budgets,
         }))
     }
 
@@ -226,25 +217,6 @@ impl ProxyInner {
         };
         span.record("user", identity.user_id.as_str());
 
-        // The caller's request budget (anonymous callers: their address's).
-        if let Err(e) = self
-            .budgets
-            .admit(&identity.rate_limit_subject(), class_of(&method))
-            .instrument(span.clone())
-            .await
-        {
-            let status = Status::from(e);
-            self.finish_early(
-                &service,
-                &method,
-                status.code(),
-                started,
-                Some(&identity.user_id),
-                grpc_web,
-            );
-            return status_response(status);
-        }
-
         // Strip what the client claimed about itself; say what we verified.
         let headers = req.headers_mut();
         for key in ALL_KEYS {
@@ -276,15 +248,8 @@ impl ProxyInner {
             // Public RPCs are unary or server-streaming: one request message, read whole
             // so its size is checked before anything reaches a service.
             let (parts, body) = req.into_parts();
-            let close = parts.extensions.get::<CloseConnection>().cloned();
             let max = this.limits.max_message_bytes + 5;
-            let read = tokio::time::timeout(
-                this.limits.body_read_timeout,
-                http_body_util::Limited::new(body, max).collect(),
-            )
-            .await
-            .unwrap_or_else(|_| Err("body read timed out".into()));
-            let bytes = match read {
+            let bytes = match http_body_util::Limited::new(body, max).collect().await {
                 Ok(c) => c.to_bytes(),
                 Err(e) => {
                     let status = if e
@@ -294,11 +259,6 @@ impl ProxyInner {
                         Status::resource_exhausted(format!(
                             "request message is larger than the {}-byte limit",
                             this.limits.max_message_bytes
-                        ))
-                    } else if e.to_string() == "body read timed out" {
-                        Status::deadline_exceeded(format!(
-                            "the request body did not arrive within {} s",
-                            this.limits.body_read_timeout.as_secs()
                         ))
                     } else {
                         Status::cancelled("request body was not received")
@@ -365,14 +325,11 @@ impl ProxyInner {
             if info.server_streaming {
                 record.stream_opened();
             }
-            let buffer = this.limits.stream_buffer_bytes;
             response.map(|body| {
-                let inner = if info.server_streaming {
-                    pump(body, buffer, close)
-                } else {
-                    body
-                };
-                Body::new(ObservedBody { inner, record })
+                Body::new(ObservedBody {
+                    inner: body,
+                    record,
+                })
             })
         };
         call.instrument(span).await
@@ -508,81 +465,6 @@ impl CallRecord {
 impl Drop for CallRecord {
     fn drop(&mut self) {
         self.finish();
-    }
-}
-
-/// Frames a stream may have queued between the upstream reader and the client.
-const PUMP_FRAMES: usize = 1024;
-
-/// Reads a streaming upstream body as fast as the upstream sends, into a queue bounded
-/// by `limit` bytes (and `PUMP_FRAMES` frames) that the client drains. Upstream frames
-/// never wait in the shared upstream connection for a slow client (where unread small
-/// frames count against that connection's budget, and running it out resets every
-/// stream on it). A client that lets the queue fill is not reading: the upstream
-/// stream is dropped (only it is reset) and the client's connection is closed.
-fn pump(mut body: Body, limit: usize, close: Option<CloseConnection>) -> Body {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Status>>(PUMP_FRAMES);
-    let queued = Arc::new(AtomicUsize::new(0));
-    let counter = queued.clone();
-    tokio::spawn(
-        async move {
-            loop {
-                let frame = tokio::select! {
-                    // The client went away: stop reading (drops the upstream stream).
-                    () = tx.closed() => return,
-                    f = body.frame() => f,
-                };
-                let item = match frame {
-                    None => return,
-                    Some(Ok(f)) => Ok(f),
-                    Some(Err(s)) => Err(s),
-                };
-                let len = match &item {
-                    Ok(f) => f.data_ref().map_or(0, Bytes::len),
-                    Err(_) => 0,
-                };
-                let over = counter.fetch_add(len, Ordering::AcqRel) + len > limit;
-                if over || tx.try_send(item).is_err() {
-                    tracing::warn!(
-                        queued = counter.load(Ordering::Relaxed),
-                        limit,
-                        "client stopped reading a stream; dropping it and closing its connection"
-                    );
-                    if let Some(c) = close {
-                        c.0.notify_one();
-                    }
-                    return;
-                }
-            }
-        }
-        .in_current_span(),
-    );
-    Body::new(PumpedBody { rx, queued })
-}
-
-/// The client side of [`pump`].
-struct PumpedBody {
-    rx: tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, Status>>,
-    queued: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl http_body::Body for PumpedBody {
-    type Data = Bytes;
-    type Error = Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
-        let polled = self.rx.poll_recv(cx);
-        if let Poll::Ready(Some(Ok(f))) = &polled
-            && let Some(d) = f.data_ref()
-        {
-            self.queued
-                .fetch_sub(d.len(), std::sync::atomic::Ordering::AcqRel);
-        }
-        polled
     }
 }
 

@@ -5,7 +5,7 @@
 //!
 //! The services run this test binary again with `CONFAB_DISTRIBUTED_ROLE=<service>`,
 //! which calls exactly what each service's `main.rs` calls (`binary::main` with the
-//! crate's `Config::from_env` and `run`; chat's binary lives in confab-compose): a test cannot depend on another package's
+//! crate's `Config::from_env` and `run`): a test cannot depend on another package's
 //! binaries being built and current. The gateway is the real `confab-gateway` binary.
 //! `harness = false` so that such a child never starts the test itself.
 
@@ -30,8 +30,8 @@ fn serve(role: &str) -> ! {
         "chat" => main(
             "confab-chat",
             50051,
-            confab_compose::chat::Config::from_env,
-            confab_compose::chat::run,
+            confab_chat::Config::from_env,
+            confab_chat::run,
         ),
         "conversation" => main(
             "confab-conversation",

@@ -24,8 +24,6 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 
-const METRICS_TOKEN: &str = "metrics-token-0123456789";
-
 async fn wait_until(mut f: impl AsyncFnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + WAIT;
     while tokio::time::Instant::now() < deadline {
@@ -458,7 +456,7 @@ async fn a_client_going_away_cancels_the_upstream_stream() {
 
 #[tokio::test]
 async fn health_metrics_and_static_files() {
-    let gw = Gw::start(|e| e.metrics_token = Some(METRICS_TOKEN.into())).await;
+    let gw = Gw::start(|_| {}).await;
     std::fs::create_dir_all(gw.dir.path().join("web")).unwrap();
     let index = format!(
         "<!doctype html><title>Confab</title>{}",
@@ -496,7 +494,6 @@ async fn health_metrics_and_static_files() {
     while stream.message().await.unwrap().is_some() {}
     let text = http
         .get(gw.url("/metrics"))
-        .bearer_auth(METRICS_TOKEN)
         .send()
         .await
         .unwrap()
@@ -768,33 +765,11 @@ async fn oidc_bearer_tokens_are_verified_against_the_jwks() {
             "unknown key",
             jwt(&ed25519_key("k9"), "alice@example", AUDIENCE, 300),
         ),
-        ("not valid yet (nbf)", {
-            let now = now_ms() as i64 / 1000;
-            let mut header = Header::new(Algorithm::EdDSA);
-            header.kid = Some(key.kid.clone());
-            let claims = serde_json::json!({
-                "iss": ISSUER, "aud": AUDIENCE, "sub": "alice@example",
-                "iat": now, "nbf": now + 600, "exp": now + 900,
-            });
-            jsonwebtoken::encode(&header, &claims, &key.encoding).unwrap()
-        }),
+        ("anonymous id", jwt(&key, "anon-0123", AUDIENCE, 300)),
     ];
     for (what, token) in cases {
         let e = client.list_conversations(call(token)).await.unwrap_err();
         assert_eq!(e.code(), Code::Unauthenticated, "{what}: {e:?}");
-    }
-    // Subjects of any printable form (Auth0's `|`, our own `anon-` prefix) are users
-    // with ids derived from them: never refused, never one of our anonymous ids.
-    for sub in ["auth0|abc123", "anon-0123"] {
-        let s = gw.session(Some(&jwt(&key, sub, AUDIENCE, 300))).await;
-        assert!(s.user_id.starts_with("oidc-"), "{sub} -> {}", s.user_id);
-        assert_eq!(
-            gw.session(Some(&jwt(&key, sub, AUDIENCE, 300)))
-                .await
-                .user_id,
-            s.user_id,
-            "stable"
-        );
     }
 }
 
@@ -825,15 +800,12 @@ async fn oidc_keys_are_refetched_when_a_new_kid_appears() {
     let jwks_addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
-    // Short enough to wait out, long enough for the calls below to fall inside it.
-    let min_refetch = Duration::from_secs(1);
-    let started = std::time::Instant::now();
     let gw = Gw::start(|e| {
         e.oidc = Some(OidcConfig {
             issuer: ISSUER.into(),
             audience: AUDIENCE.into(),
             jwks: JwksSource::Url(format!("http://{jwks_addr}/jwks")),
-            min_refetch,
+            min_refetch: Duration::from_secs(5),
         })
     })
     .await;
@@ -854,21 +826,13 @@ async fn oidc_keys_are_refetched_when_a_new_kid_appears() {
             .unwrap_err();
         assert_eq!(e.code(), Code::Unauthenticated);
     }
-    // The keys were fetched after `started`: calls within the interval since then must
-    // not have fetched again (on a machine too slow to make them in time, at most once).
-    let within = started.elapsed() < min_refetch;
-    let n = fetches.load(Ordering::SeqCst);
-    if within {
-        assert_eq!(n, 1, "refetch is rate-limited");
-    } else {
-        assert!(n <= 2, "refetch is rate-limited: {n} fetches");
-    }
+    assert_eq!(fetches.load(Ordering::SeqCst), 1, "refetch is rate-limited");
     // The IdP rotates: once the interval has passed, the new kid is fetched and accepted.
     served.lock().keys.push(k2.jwk.clone());
-    tokio::time::sleep(min_refetch + Duration::from_millis(50)).await;
+    tokio::time::sleep(Duration::from_millis(5500)).await;
     client
         .list_conversations(call(jwt(&k2, "bob", AUDIENCE, 300)))
         .await
         .expect("k2 accepted after refetch");
-    assert_eq!(fetches.load(Ordering::SeqCst), n + 1);
+    assert_eq!(fetches.load(Ordering::SeqCst), 2);
 }

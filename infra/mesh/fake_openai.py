@@ -3,33 +3,17 @@
 
 POST /v1/chat/completions streams a fixed answer as server-sent events (with `created`,
 a usage chunk and `[DONE]`, as OpenAI does) or returns it whole when `stream` is false.
-A last user message containing `[pieces=N delay=MS]` gets N pieces (" t0", " t1", …) MS
-milliseconds apart instead: long answers to stop, re-attach to, or kill a replica under.
 GET /v1/models lists the model. Every request is appended to --log as one JSON line.
 
   python3 infra/mesh/fake_openai.py --port 0 --port-file PATH --log PATH
 """
 import argparse
 import json
-import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ANSWER = ["Hello", " from", " the", " fake", " upstream", "."]
-SHAPE = re.compile(r"\[pieces=(\d+) delay=(\d+)\]")
-
-
-def answer_for(body):
-    """The pieces to stream and the pause before each, from the last user message."""
-    users = [m for m in body.get("messages", []) if m.get("role") == "user"]
-    content = users[-1].get("content", "") if users else ""
-    if isinstance(content, list):  # content parts
-        content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-    m = SHAPE.search(content or "")
-    if not m:
-        return ANSWER, 0.02
-    return [f" t{i}" for i in range(int(m.group(1)))], int(m.group(2)) / 1000
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -63,8 +47,7 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
         model = body.get("model", "fake-gpt")
         created = int(time.time())
-        pieces, delay = answer_for(body)
-        usage = {"prompt_tokens": 7, "completion_tokens": len(pieces), "total_tokens": 7 + len(pieces)}
+        usage = {"prompt_tokens": 7, "completion_tokens": len(ANSWER), "total_tokens": 7 + len(ANSWER)}
         if not body.get("stream"):
             return self._json(200, {
                 "id": "chatcmpl-fake", "object": "chat.completion", "created": created, "model": model,
@@ -86,8 +69,8 @@ class Handler(BaseHTTPRequestHandler):
 
         try:
             event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
-            for piece in pieces:
-                time.sleep(delay)
+            for piece in ANSWER:
+                time.sleep(0.02)
                 event([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
             event([{"index": 0, "delta": {}, "finish_reason": "stop"}])
             if (body.get("stream_options") or {}).get("include_usage"):

@@ -1,17 +1,11 @@
 # shellcheck shell=bash disable=SC2034  # variables are used by the scripts sourcing this file
 # Shared by run-mesh.sh, stop-mesh.sh and smoke.sh: where the mesh lives and how to reach it.
 #
-# The production shape: $MESH_REPLICAS (default 2) replicas of every service, the gateway
-# included, each service's replicas behind one nginx address (grpc_pass between services,
-# plain HTTP proxying in front of the gateways), redis-server and SecantusDB shared by all.
-#
 # Layout of $MESH_DIR (default ${CONFAB_DATA_DIR:-./data}/mesh):
-#   ports.env            ports chosen at start (sourced by the other scripts): PORT_<SERVICE> is
-#                        the balanced address, PORT_<SERVICE>_<N> replica N's own
-#   <name>.pid           one per process: redis, mongo, nginx, <service>-<n>
-#   <name>.log           its stdout and stderr
-#   nginx/               nginx.conf and nginx-<service>.log (one line per request: which replica)
-#   data/<service>-<n>/  CONFAB_DATA_DIR of each replica;  mongo/  SecantusDB's files
+#   ports.env          ports chosen at start (sourced by the other scripts)
+#   <name>.pid         one per process: redis, mongo, ratelimit, conversation, files, chat, gateway
+#   <name>.log         its stdout and stderr
+#   data/<service>/    CONFAB_DATA_DIR of each service;  mongo/  SecantusDB's files
 
 MESH_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 DATA_DIR="${CONFAB_DATA_DIR:-$MESH_ROOT/data}"
@@ -26,30 +20,7 @@ SECANTUS_VERSION="0.7.0b3"
 # Start order; stop order is the reverse (gateway first, so no new requests reach a stopping service).
 SERVICES=(ratelimit conversation files chat gateway)
 declare -A DEFAULT_PORT=([gateway]=8080 [chat]=50051 [conversation]=50052 [files]=50053 [ratelimit]=50054
-  [redis]=6390 [mongo]=27117 [gateway_grpc]=8081)
-MESH_REPLICAS="${CONFAB_MESH_REPLICAS:-2}"
-
-# Every replica's name, in start order: ratelimit-1 ratelimit-2 conversation-1 …
-instances() {
-  local svc n
-  for svc in "${SERVICES[@]}"; do
-    for ((n = 1; n <= MESH_REPLICAS; n++)); do echo "$svc-$n"; done
-  done
-}
-
-# The replicas of one service.
-replicas_of() {
-  local n
-  for ((n = 1; n <= MESH_REPLICAS; n++)); do echo "$1-$n"; done
-}
-
-# All processes the mesh records, in start order.
-processes() {
-  echo redis
-  echo mongo
-  echo nginx
-  instances
-}
+  [redis]=6390 [mongo]=27117)
 
 log() { printf '[mesh] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -76,10 +47,8 @@ load_ports() {
   source "$MESH_DIR/ports.env"
 }
 
-port_of() { # redis | mongo | nginx (= the gateway's address) | <service> | <service>-<n>
-  local name="${1//-/_}"
-  [[ "$name" == nginx ]] && name=gateway
-  local var="PORT_${name^^}"
+port_of() {
+  local var="PORT_${1^^}"
   echo "${!var}"
 }
 
@@ -96,11 +65,11 @@ healthy() {
   local name="$1" port grpcurl
   port="$(port_of "$name")"
   case "$name" in
-    gateway | gateway-*)
+    gateway)
       curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$port/health" 2>/dev/null ;;
     redis)
       redis-cli -p "$port" ping 2>/dev/null | grep -q PONG ;;
-    mongo | nginx)
+    mongo)
       (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null ;;
     *)
       grpcurl="$(grpcurl_bin)"

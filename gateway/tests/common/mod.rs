@@ -176,15 +176,13 @@ impl Gw {
         urls(&mut service_urls);
         let config = Config {
             edge: edge.clone(),
-            services: confab_compose::Config::new(
-                &service_urls,
-                chat_config(&openai, dir.path()),
-                confab_conversation::Config::sqlite(dir.path()),
-                confab_files::Config::local(dir.path()),
-                confab_ratelimit::Config::default(),
-            ),
+            chat: Some(chat_config(&openai, dir.path())),
+            conversation: Some(confab_conversation::Config::sqlite(dir.path())),
+            files: Some(confab_files::Config::local(dir.path())),
+            ratelimit: Some(confab_ratelimit::Config::default()),
+            urls: service_urls,
         };
-        let upstreams = Upstreams::build(&config.services).await.expect("upstreams");
+        let upstreams = Upstreams::build(&config).await.expect("upstreams");
         let gateway = Gateway::new(edge, upstreams).await.expect("gateway");
         let (listener, addr) = confab_common::testing::local_listener().await;
         let shutdown = Shutdown::new();

@@ -187,13 +187,6 @@ pub struct ExtractedPart {
     pub tables: ::prost::alloc::vec::Vec<Table>,
     #[prost(message, optional, tag = "7")]
     pub sheet: ::core::option::Option<SheetSummary>,
-    /// The text was read by OCR (a page without a text layer, an image); its label says so
-    /// too ("Page 3 (OCR, 91% confidence)") so plans and prompts show it.
-    #[prost(bool, tag = "8")]
-    pub ocr: bool,
-    /// Tesseract's mean word confidence for that text, 0-100; 0 unless `ocr`.
-    #[prost(float, tag = "9")]
-    pub ocr_confidence: f32,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Extraction {
@@ -298,14 +291,6 @@ pub enum FileKind {
     /// Plain text formats: txt, md, json, source code.
     Text = 5,
     Image = 6,
-    /// Excel 97-2003, Excel binary, OpenDocument spreadsheet: sheets like XLSX.
-    Xls = 7,
-    Xlsb = 8,
-    Ods = 9,
-    /// PowerPoint: one part per slide (title, text, tables, speaker notes).
-    Pptx = 10,
-    /// OpenDocument text: sections like DOCX.
-    Odt = 11,
 }
 impl FileKind {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -321,11 +306,6 @@ impl FileKind {
             Self::Csv => "FILE_KIND_CSV",
             Self::Text => "FILE_KIND_TEXT",
             Self::Image => "FILE_KIND_IMAGE",
-            Self::Xls => "FILE_KIND_XLS",
-            Self::Xlsb => "FILE_KIND_XLSB",
-            Self::Ods => "FILE_KIND_ODS",
-            Self::Pptx => "FILE_KIND_PPTX",
-            Self::Odt => "FILE_KIND_ODT",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -338,11 +318,6 @@ impl FileKind {
             "FILE_KIND_CSV" => Some(Self::Csv),
             "FILE_KIND_TEXT" => Some(Self::Text),
             "FILE_KIND_IMAGE" => Some(Self::Image),
-            "FILE_KIND_XLS" => Some(Self::Xls),
-            "FILE_KIND_XLSB" => Some(Self::Xlsb),
-            "FILE_KIND_ODS" => Some(Self::Ods),
-            "FILE_KIND_PPTX" => Some(Self::Pptx),
-            "FILE_KIND_ODT" => Some(Self::Odt),
             _ => None,
         }
     }
@@ -387,7 +362,6 @@ pub enum PartKind {
     Sheet = 2,
     Section = 3,
     Text = 4,
-    Slide = 5,
 }
 impl PartKind {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -401,7 +375,6 @@ impl PartKind {
             Self::Sheet => "PART_KIND_SHEET",
             Self::Section => "PART_KIND_SECTION",
             Self::Text => "PART_KIND_TEXT",
-            Self::Slide => "PART_KIND_SLIDE",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -412,7 +385,6 @@ impl PartKind {
             "PART_KIND_SHEET" => Some(Self::Sheet),
             "PART_KIND_SECTION" => Some(Self::Section),
             "PART_KIND_TEXT" => Some(Self::Text),
-            "PART_KIND_SLIDE" => Some(Self::Slide),
             _ => None,
         }
     }

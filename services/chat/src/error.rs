@@ -30,9 +30,6 @@ pub enum ChatError {
     },
     #[error(transparent)]
     Provider(#[from] ProviderError),
-    /// A bug or an unexpected failure (a task that panicked); the text stays in the log.
-    #[error("{0}")]
-    Internal(String),
 }
 
 impl ChatError {
@@ -61,7 +58,6 @@ impl ServiceError for ChatError {
                 Code::Unavailable | Code::Unimplemented => ErrorCode::Unavailable,
                 _ => ErrorCode::Internal,
             },
-            Self::Internal(_) => ErrorCode::Internal,
             Self::Provider(e) => match e {
                 ProviderError::RateLimited { .. } => ErrorCode::ResourceExhausted,
                 ProviderError::Timeout(_) => ErrorCode::DeadlineExceeded,
@@ -74,18 +70,8 @@ impl ServiceError for ChatError {
         }
     }
 
-    /// Also the text of an in-stream `Failed` event and of a failed answer's stored
-    /// `error_message`: what the user reads never carries library errors, panic text or
-    /// server paths (a provider's transport detail stays in the log); the provider's own
-    /// words (its rate-limit or refusal message) do go through.
     fn public_message(&self) -> String {
         match self {
-            Self::Provider(ProviderError::Unavailable(_)) => {
-                "the model provider is unavailable; try again shortly".to_owned()
-            }
-            Self::Provider(ProviderError::Timeout(_)) => {
-                "the model provider did not answer in time; try again".to_owned()
-            }
             Self::Downstream { status, service } if self.code() != ErrorCode::Internal => {
                 if matches!(status.code(), Code::Unavailable | Code::Unimplemented) {
                     format!("the {service} service is unavailable; try again shortly")

@@ -1,21 +1,9 @@
 //! Streaming answers from OpenAI-compatible or embedded models, with context planning, stop and regenerate.
 //!
-//! Code map:
-//! - [`provider`]: the `ModelProvider` trait; OpenAI-compatible SSE and the embedded model.
-//! - [`context`]: pure planning of what the model sees; [`tokens`]: token counts.
-//! - [`registry`]: running generations (sequenced events, re-attach, stop).
-//! - [`service`]: the orchestration, one module per step —
-//!   `service/providers` (which model serves a request),
-//!   `service/downstream` (typed conversation / files / rate-limit clients, one error mapping),
-//!   `service/turn` (one path for send, regenerate and edit: load, rewind, quota, store),
-//!   `service/run` (the generation loop: frames, progress saves, lease renewal, stop),
-//!   `service/settle` (final save, usage, quota release, last event),
-//!   `service/titles` (conversation titles).
-//! - [`error`]: chat's row in the common error table; [`metrics`]: its Prometheus metrics.
-//! - here: the config, the gRPC adapter, `server` and `run`.
-//!
-//! The library takes channels ([`ChatDeps`]) to the services it calls; it never builds
-//! them. Which ones run in-process is decided by the composition crate (`confab-compose`).
+//! Code map: [`provider`] (the `ModelProvider` trait; OpenAI-compatible SSE and the
+//! embedded candle model), [`context`] (pure planning of what the model sees),
+//! [`registry`] (running generations: sequenced events, re-attach, stop),
+//! [`service`] (the orchestration), and here the config, wiring and gRPC adapter.
 #![forbid(unsafe_code)]
 
 pub mod context;
@@ -42,7 +30,6 @@ use futures::{Stream, StreamExt};
 use tonic::service::Routes;
 use tonic::{Request, Response, Status};
 
-use crate::error::ChatError;
 use crate::provider::ModelProvider;
 use crate::provider::embedded::EmbeddedProvider;
 use crate::provider::openai::{OpenAiConfig, OpenAiProvider};
@@ -59,6 +46,9 @@ pub struct Config {
     pub embedded_sampling: bool,
     /// How often a streaming answer is saved while it grows.
     pub save_interval: Duration,
+    pub conversation_url: Option<String>,
+    pub files_url: Option<String>,
+    pub ratelimit_url: Option<String>,
     /// Detached generations (`detach_on_disconnect`) one user may run at once; from
     /// `MAX_CONCURRENT_STREAMS` (each also holds a rate-limit stream lease).
     pub max_detached_per_user: usize,
@@ -71,6 +61,9 @@ impl Default for Config {
             model_path: PathBuf::from("./data/models").join(provider::embedded::MODEL_FILE),
             embedded_sampling: true,
             save_interval: Duration::from_secs(1),
+            conversation_url: None,
+            files_url: None,
+            ratelimit_url: None,
             max_detached_per_user: 3,
         }
     }
@@ -101,6 +94,9 @@ impl Config {
         Ok(Self {
             openai,
             model_path,
+            conversation_url: config::env_url("CONFAB_CONVERSATION_URL")?,
+            files_url: config::env_url("CONFAB_FILES_URL")?,
+            ratelimit_url: config::env_url("CONFAB_RATELIMIT_URL")?,
             max_detached_per_user: config::env_parse_range(
                 "MAX_CONCURRENT_STREAMS",
                 3u32,
@@ -128,12 +124,50 @@ impl Config {
     }
 }
 
-/// Channels to the services chat calls, in-process or remote (chat cannot tell).
+/// The services chat calls: remote when their URL is configured, else in-process.
 #[derive(Clone)]
 pub struct ChatDeps {
     pub conversation: GrpcChannel,
     pub files: GrpcChannel,
     pub ratelimit: GrpcChannel,
+}
+
+impl ChatDeps {
+    /// From `CONFAB_CONVERSATION_URL`, `CONFAB_FILES_URL`, `CONFAB_RATELIMIT_URL`; each
+    /// unset one runs in this process, built from its crate's `Config::from_env()`.
+    pub async fn from_env() -> anyhow::Result<Self> {
+        let c = Config::from_env()?;
+        Self::from_config(&c).await
+    }
+
+    pub async fn from_config(c: &Config) -> anyhow::Result<Self> {
+        use confab_common::channel::{in_process, remote};
+        let ratelimit = match &c.ratelimit_url {
+            Some(u) => remote("CONFAB_RATELIMIT_URL", u)?,
+            None => {
+                in_process(confab_ratelimit::server(confab_ratelimit::Config::from_env()?).await?)
+            }
+        };
+        let files = match &c.files_url {
+            Some(u) => remote("CONFAB_FILES_URL", u)?,
+            None => in_process(confab_files::server(confab_files::Config::from_env()?).await?),
+        };
+        let conversation = match &c.conversation_url {
+            Some(u) => remote("CONFAB_CONVERSATION_URL", u)?,
+            None => in_process(
+                confab_conversation::server_with_files(
+                    confab_conversation::Config::from_env()?,
+                    Some(files.clone()),
+                )
+                .await?,
+            ),
+        };
+        Ok(Self {
+            conversation,
+            files,
+            ratelimit,
+        })
+    }
 }
 
 /// The gRPC adapter: extracts identity, calls the domain service, converts results.
@@ -143,7 +177,11 @@ pub struct ChatServiceImpl {
 }
 
 impl ChatServiceImpl {
-    /// With the providers `config` names.
+    pub async fn new(config: Config) -> anyhow::Result<Self> {
+        let deps = ChatDeps::from_config(&config).await?;
+        Self::with_deps(config, deps)
+    }
+
     pub fn with_deps(config: Config, deps: ChatDeps) -> anyhow::Result<Self> {
         let providers = config.providers()?;
         Self::with_providers(config, providers, deps)
@@ -175,12 +213,12 @@ fn events(s: impl Stream<Item = chat::ChatEvent> + Send + 'static) -> EventStrea
 /// leaving while the turn is prepared (a refresh right after sending) does not lose it.
 async fn until_done<T: Send + 'static>(
     detach: bool,
-    f: impl std::future::Future<Output = Result<T, ChatError>> + Send + 'static,
+    f: impl std::future::Future<Output = Result<T, crate::error::ChatError>> + Send + 'static,
 ) -> Result<T, Status> {
     if detach {
         match tokio::spawn(f).await {
             Ok(r) => r.map_err(Status::from),
-            Err(e) => Err(ChatError::Internal(format!("the turn's task failed: {e}")).into()),
+            Err(e) => Err(Status::internal(format!("the request failed: {e}"))),
         }
     } else {
         f.await.map_err(Status::from)
@@ -368,7 +406,12 @@ fn failure_status(f: &chat::Failed) -> Status {
 }
 
 /// The generated server around the service, ready for `Routes` or an in-process channel.
-pub fn server(
+pub async fn server(config: Config) -> anyhow::Result<ChatServiceServer<ChatServiceImpl>> {
+    Ok(ChatServiceServer::new(ChatServiceImpl::new(config).await?))
+}
+
+/// The server with explicit dependencies (the gateway shares its instances).
+pub async fn server_with_deps(
     config: Config,
     deps: ChatDeps,
 ) -> anyhow::Result<ChatServiceServer<ChatServiceImpl>> {
@@ -377,22 +420,22 @@ pub fn server(
     )?))
 }
 
-/// Serves until shutdown, then drains. With `CONFAB_METRICS_ADDR`, also `GET /metrics`:
-/// chat's metrics and whatever `more_metrics` registers (services in the same process).
-pub async fn run(
-    launch: Launch,
-    config: Config,
-    deps: ChatDeps,
-    more_metrics: impl Fn(&mut prometheus_client::registry::Registry) + Clone + Send + Sync + 'static,
-) -> anyhow::Result<()> {
-    let routes = Routes::new(server(config, deps)?);
+/// Serves until shutdown, then drains. With `CONFAB_METRICS_ADDR`, also `GET /metrics`
+/// (chat's metrics, and the rate limiter's when it runs in this process).
+pub async fn run(launch: Launch, config: Config) -> anyhow::Result<()> {
+    let in_process_limiter = config.ratelimit_url.is_none();
+    let routes = Routes::new(server(config).await?);
     let metrics_task = match launch.server.metrics_addr {
         Some(addr) => Some(
             confab_telemetry::spawn_metrics_server(addr, move || {
-                confab_telemetry::encode_metrics(|registry| {
-                    metrics::Metrics::global().register(registry);
-                    more_metrics(registry);
-                })
+                let mut registry = prometheus_client::registry::Registry::default();
+                metrics::Metrics::global().register(&mut registry);
+                if in_process_limiter {
+                    confab_ratelimit::metrics::Metrics::global().register(&mut registry);
+                }
+                let mut out = String::new();
+                let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+                out
             })
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on CONFAB_METRICS_ADDR {addr}: {e}"))?,

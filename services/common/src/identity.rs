@@ -105,25 +105,9 @@ impl Identity {
     /// anonymous traffic (falling back to the session when no address is known).
     pub fn rate_limit_subject(&self) -> String {
         match (self.anonymous, self.client_addr) {
-            (true, Some(addr)) => address_subject(addr),
+            (true, Some(addr)) => format!("ip:{addr}"),
             _ => format!("user:{}", self.user_id),
         }
-    }
-}
-
-/// The rate-limit subject of a client address: `ip:<v4>`, or `ip:<net>/64` for IPv6,
-/// because one IPv6 host is routinely given a whole /64 and could rotate through it.
-/// IPv4-mapped IPv6 addresses count as the IPv4 address.
-pub fn address_subject(addr: IpAddr) -> String {
-    match addr {
-        IpAddr::V4(v4) => format!("ip:{v4}"),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => format!("ip:{v4}"),
-            None => {
-                let net = u128::from(v6) & !((1u128 << 64) - 1);
-                format!("ip:{}/64", std::net::Ipv6Addr::from(net))
-            }
-        },
     }
 }
 
@@ -138,18 +122,6 @@ mod tests {
         assert_eq!(Identity::from_request(&req).unwrap(), id);
         assert_eq!(id.rate_limit_subject(), "ip:203.0.113.7");
         assert_eq!(Identity::user("alice").rate_limit_subject(), "user:alice");
-    }
-
-    #[test]
-    fn ipv6_clients_are_limited_per_64() {
-        let a = Identity::anonymous("anon-1", Some("2001:db8:1:2:aaaa::1".parse().unwrap()));
-        let b = Identity::anonymous("anon-2", Some("2001:db8:1:2:ffff::9".parse().unwrap()));
-        let c = Identity::anonymous("anon-3", Some("2001:db8:1:3::1".parse().unwrap()));
-        assert_eq!(a.rate_limit_subject(), "ip:2001:db8:1:2::/64");
-        assert_eq!(a.rate_limit_subject(), b.rate_limit_subject());
-        assert_ne!(a.rate_limit_subject(), c.rate_limit_subject());
-        let mapped = Identity::anonymous("anon-4", Some("::ffff:203.0.113.7".parse().unwrap()));
-        assert_eq!(mapped.rate_limit_subject(), "ip:203.0.113.7");
     }
 
     #[test]

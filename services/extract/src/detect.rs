@@ -9,11 +9,6 @@ pub enum Detected {
     Pdf,
     Docx,
     Xlsx,
-    Xls,
-    Xlsb,
-    Ods,
-    Pptx,
-    Odt,
     Csv(u8),
     Text(TextFlavor),
     Image(ImageFormat),
@@ -51,13 +46,6 @@ impl Detected {
             Self::Pdf => "application/pdf",
             Self::Docx => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
             Self::Xlsx => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-            Self::Xls => "application/vnd.ms-excel",
-            Self::Xlsb => "application/vnd.ms-excel.sheet.binary.macroEnabled.12",
-            Self::Ods => "application/vnd.oasis.opendocument.spreadsheet",
-            Self::Pptx => {
-                "application/vnd.openxmlformats-officedocument.presentationml.presentation"
-            }
-            Self::Odt => "application/vnd.oasis.opendocument.text",
             Self::Csv(b'\t') => "text/tab-separated-values",
             Self::Csv(_) => "text/csv",
             Self::Text(TextFlavor::Plain) => "text/plain",
@@ -73,7 +61,7 @@ impl Detected {
     }
 }
 
-pub const SUPPORTED: &str = "PDF, Word (.docx), OpenDocument text (.odt), PowerPoint (.pptx), Excel (.xlsx, .xls, .xlsb), OpenDocument spreadsheets (.ods), CSV, plain text (txt, md, json, source code) and PNG, JPEG, WEBP or GIF images";
+pub const SUPPORTED: &str = "PDF, Word (.docx), Excel (.xlsx), CSV, plain text (txt, md, json, source code) and PNG, JPEG, WEBP or GIF images";
 
 /// Decides what `data` is. `filename` only separates CSV from other text and Markdown
 /// from plain text once the content is known to be text.
@@ -100,9 +88,6 @@ pub fn detect(data: &[u8], filename: &str) -> Result<Detected> {
     if data.starts_with(b"PK\x03\x04") || data.starts_with(b"PK\x05\x06") {
         return detect_zip(data);
     }
-    if data.starts_with(&[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1]) {
-        return detect_cfb(data);
-    }
     if let Some(t) = infer::get(data) {
         // Binary formats infer knows but we do not accept.
         if t.matcher_type() != infer::MatcherType::Text {
@@ -116,11 +101,8 @@ pub fn detect(data: &[u8], filename: &str) -> Result<Detected> {
     detect_text(data, filename)
 }
 
-/// An OOXML package says what it is in `[Content_Types].xml` (the main part's content
-/// type); an ODF package in its `mimetype` entry. Entry names are the fallback for
-/// packages that omit or garble those. The order of entries never matters.
 fn detect_zip(data: &[u8]) -> Result<Detected> {
-    let mut archive = zip::ZipArchive::new(Cursor::new(data)).map_err(|e| {
+    let archive = zip::ZipArchive::new(Cursor::new(data)).map_err(|e| {
         ExtractError::invalid(format!(
             "the file looks like a ZIP archive but is corrupt: {e}"
         ))
@@ -130,104 +112,21 @@ fn detect_zip(data: &[u8]) -> Result<Detected> {
         .filter_map(|n| n.ok().map(|n| n.into_owned()))
         .collect();
     let has = |n: &str| names.iter().any(|x| x == n);
-    let small = |archive: &mut zip::ZipArchive<Cursor<&[u8]>>, name: &str| -> String {
-        use std::io::Read;
-        let mut out = String::new();
-        if let Ok(entry) = archive.by_name(name) {
-            let _ = entry.take(256 * 1024).read_to_string(&mut out);
-        }
-        out
-    };
-    if has("mimetype") {
-        let mime = small(&mut archive, "mimetype");
-        match mime.trim() {
-            "application/vnd.oasis.opendocument.spreadsheet"
-            | "application/vnd.oasis.opendocument.spreadsheet-template" => {
-                return Ok(Detected::Ods);
-            }
-            "application/vnd.oasis.opendocument.text"
-            | "application/vnd.oasis.opendocument.text-template" => return Ok(Detected::Odt),
-            _ => {}
-        }
-    }
-    let types = if has("[Content_Types].xml") {
-        small(&mut archive, "[Content_Types].xml")
-    } else {
-        String::new()
-    };
-    let main = |kind: &str| types.contains(kind);
-    if main("wordprocessingml.document.main+xml")
-        || main("wordprocessingml.template.main+xml")
-        || main("application/vnd.ms-word.document.macroEnabled.main+xml")
-        || main("application/vnd.ms-word.template.macroEnabledTemplate.main+xml")
-    {
-        return Ok(Detected::Docx);
-    }
-    if main("application/vnd.ms-excel.sheet.binary.macroEnabled.main") {
-        return Ok(Detected::Xlsb);
-    }
-    if main("spreadsheetml.sheet.main+xml")
-        || main("spreadsheetml.template.main+xml")
-        || main("application/vnd.ms-excel.sheet.macroEnabled.main+xml")
-        || main("application/vnd.ms-excel.template.macroEnabled.main+xml")
-    {
-        return Ok(Detected::Xlsx);
-    }
-    if main("presentationml.presentation.main+xml")
-        || main("presentationml.slideshow.main+xml")
-        || main("presentationml.template.main+xml")
-        || main("application/vnd.ms-powerpoint.presentation.macroEnabled.main+xml")
-        || main("application/vnd.ms-powerpoint.slideshow.macroEnabled.main+xml")
-    {
-        return Ok(Detected::Pptx);
-    }
     if has("word/document.xml") {
         return Ok(Detected::Docx);
     }
     if has("xl/workbook.xml") {
         return Ok(Detected::Xlsx);
     }
-    if has("xl/workbook.bin") {
-        return Ok(Detected::Xlsb);
-    }
-    if has("ppt/presentation.xml") {
-        return Ok(Detected::Pptx);
-    }
-    let what = if has("content.xml") {
-        "an OpenDocument file of a kind we do not read"
+    let what = if names.iter().any(|n| n.starts_with("ppt/")) {
+        "a PowerPoint presentation (.pptx)"
+    } else if has("content.xml") {
+        "an OpenDocument file"
     } else {
         "a ZIP archive"
     };
     Err(ExtractError::invalid(format!(
         "this file's content is {what}, which is not supported; supported: {SUPPORTED}"
-    )))
-}
-
-/// OLE compound files: Excel 97–2003 workbooks have a `Workbook` (or `Book`) stream;
-/// encrypted OOXML files an `EncryptedPackage`. Directory names are UTF-16LE.
-fn detect_cfb(data: &[u8]) -> Result<Detected> {
-    let utf16 = |s: &str| -> Vec<u8> { s.encode_utf16().flat_map(u16::to_le_bytes).collect() };
-    let contains = |s: &str| {
-        let needle = utf16(s);
-        data.windows(needle.len()).any(|w| w == needle.as_slice())
-    };
-    if contains("EncryptedPackage") {
-        return Err(ExtractError::invalid(
-            "the document is password-protected; remove the password and upload it again",
-        ));
-    }
-    if contains("Workbook") || contains("Book") {
-        return Ok(Detected::Xls);
-    }
-    let what = if contains("WordDocument") {
-        "a Word 97-2003 document (.doc)"
-    } else if contains("PowerPoint Document") {
-        "a PowerPoint 97-2003 presentation (.ppt)"
-    } else {
-        "an OLE compound file"
-    };
-    Err(ExtractError::invalid(format!(
-        "this file's content is {what}, which is not supported; save it in a current format (.docx, .pptx); supported: {SUPPORTED}"
     )))
 }
 

@@ -1,11 +1,9 @@
 //! Pure extraction: bytes → type (by content) → structured parts (pages, sheets, sections,
-//! slides, tables) with cl100k token counts. No async, no storage, no network: confab-files
-//! runs it on a blocking thread and maps the results onto its protobuf messages. The only
-//! things it touches outside memory are the pdfium library it binds once
-//! (`extract::pdfium`) and the Tesseract program it runs for OCR (`extract::ocr`).
+//! tables) with cl100k token counts. No I/O, no async, no storage: confab-files runs it on
+//! a blocking thread and maps the results onto its protobuf messages.
 #![forbid(unsafe_code)]
 
-#[cfg(any(test, feature = "corpus"))]
+#[doc(hidden)]
 pub mod corpus;
 pub mod detect;
 pub mod error;

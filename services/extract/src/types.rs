@@ -7,15 +7,6 @@ pub enum FileKind {
     Pdf,
     Docx,
     Xlsx,
-    /// Excel 97–2003 workbook (read with calamine).
-    Xls,
-    /// Excel binary workbook (calamine).
-    Xlsb,
-    /// OpenDocument spreadsheet (calamine).
-    Ods,
-    Pptx,
-    /// OpenDocument text.
-    Odt,
     Csv,
     Text,
     Image,
@@ -28,8 +19,6 @@ pub enum PartKind {
     Sheet,
     Section,
     Text,
-    /// A presentation slide.
-    Slide,
 }
 
 /// A table: a header row and data rows (rows may be narrower or wider than the header).
@@ -65,8 +54,6 @@ pub struct ExtractedPart {
     pub token_count: u32,
     pub tables: Vec<Table>,
     pub sheet: Option<SheetSummary>,
-    /// Set when the text was read by OCR: Tesseract's mean word confidence, 0–100.
-    pub ocr_confidence: Option<u8>,
 }
 
 /// An image's dimensions and format name ("png", "jpeg", "webp", "gif").

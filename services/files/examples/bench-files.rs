@@ -3,11 +3,6 @@
 //! at ~/.cache/confab/bench-venv, created by bench-venv.sh), then prints per-format
 //! throughput ratios and how much of the reference text Confab recovered.
 //! Targets: ≥ 20× pdfplumber, ≥ 5× python-docx, ≥ 10× openpyxl, no text lost.
-//!
-//! Then the real-world corpus (`../shared/corpus`, or `CONFAB_CORPUS_DIR`): every file
-//! through Confab and the reference libraries (bench_corpus.py; their results are cached
-//! per file and library version), with text recall as character 4-grams, speed, files
-//! refused, and one OCR'd page. See `real` below.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -228,15 +223,6 @@ fn main() {
             ),
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
-    if ok {
-        all_met &= real::run(&venv, &here);
-    } else {
-        all_met = false;
-        println!(
-            "the reference libraries could not be installed: the real-world corpus was not measured"
-        );
-    }
     println!(
         "{}",
         if all_met {
@@ -245,7 +231,5 @@ fn main() {
             "some targets not met (see above)"
         }
     );
+    let _ = std::fs::remove_dir_all(&dir);
 }
-
-#[path = "bench_files/real.rs"]
-mod real;

@@ -9,11 +9,6 @@ pub fn file_kind(k: ex::FileKind) -> pb::FileKind {
         ex::FileKind::Pdf => pb::FileKind::Pdf,
         ex::FileKind::Docx => pb::FileKind::Docx,
         ex::FileKind::Xlsx => pb::FileKind::Xlsx,
-        ex::FileKind::Xls => pb::FileKind::Xls,
-        ex::FileKind::Xlsb => pb::FileKind::Xlsb,
-        ex::FileKind::Ods => pb::FileKind::Ods,
-        ex::FileKind::Pptx => pb::FileKind::Pptx,
-        ex::FileKind::Odt => pb::FileKind::Odt,
         ex::FileKind::Csv => pb::FileKind::Csv,
         ex::FileKind::Text => pb::FileKind::Text,
         ex::FileKind::Image => pb::FileKind::Image,
@@ -26,7 +21,6 @@ pub fn part_kind(k: ex::PartKind) -> pb::PartKind {
         ex::PartKind::Sheet => pb::PartKind::Sheet,
         ex::PartKind::Section => pb::PartKind::Section,
         ex::PartKind::Text => pb::PartKind::Text,
-        ex::PartKind::Slide => pb::PartKind::Slide,
     }
 }
 
@@ -59,8 +53,6 @@ pub fn part(p: ex::ExtractedPart) -> pb::ExtractedPart {
         token_count: p.token_count,
         tables: p.tables.into_iter().map(table).collect(),
         sheet: p.sheet.map(sheet),
-        ocr: p.ocr_confidence.is_some(),
-        ocr_confidence: p.ocr_confidence.map(f32::from).unwrap_or(0.0),
     }
 }
 

@@ -4,7 +4,6 @@
 //! thin gRPC adapter; `store::Store` hides the two storage backends.
 #![forbid(unsafe_code)]
 
-pub mod clock;
 pub mod convert;
 pub mod error;
 pub mod service;
@@ -43,8 +42,7 @@ pub struct Config {
     /// `MAX_FILE_SIZE_MB` (default 10).
     pub max_file_bytes: u64,
     pub max_chunk_bytes: u32,
-    /// Unfinished uploads are discarded this long after they started (a finished one's
-    /// outcome is remembered as long after it finished).
+    /// Unfinished uploads are discarded after this.
     pub upload_ttl: Duration,
     pub max_uploads_per_user: usize,
     pub max_uploads_total: usize,
@@ -125,18 +123,10 @@ impl FileServiceImpl {
     }
 
     pub fn with_store(config: Config, store: Arc<dyn store::Store>) -> Self {
-        Self::with_clock(config, store, Arc::new(clock::SystemClock))
-    }
-
-    pub fn with_clock(
-        config: Config,
-        store: Arc<dyn store::Store>,
-        clock: Arc<dyn clock::Clock>,
-    ) -> Self {
         // The tokenizer tables take a moment to build: do it before the first upload.
         tokio::task::spawn_blocking(confab_extract::tokens::warm_up);
         Self {
-            files: Arc::new(Files::with_clock(config, store, clock)),
+            files: Arc::new(Files::new(config, store)),
         }
     }
 
@@ -162,11 +152,11 @@ impl FileService for FileServiceImpl {
     ) -> Result<Response<StartUploadResponse>, Status> {
         let id = identify(&request)?;
         let r = request.into_inner();
-        Ok(Response::new(
-            self.files
-                .start_upload(&id.user_id, &r.filename, r.declared_size)
-                .await?,
-        ))
+        Ok(Response::new(self.files.start_upload(
+            &id.user_id,
+            &r.filename,
+            r.declared_size,
+        )?))
     }
 
     #[instrument(skip_all, fields(user = tracing::field::Empty))]
@@ -178,8 +168,7 @@ impl FileService for FileServiceImpl {
         let r = request.into_inner();
         let received = self
             .files
-            .upload_chunk(&id.user_id, &r.upload_id, r.offset, r.data.into())
-            .await?;
+            .upload_chunk(&id.user_id, &r.upload_id, r.offset, &r.data)?;
         Ok(Response::new(UploadChunkResponse {
             received_bytes: received,
         }))
@@ -206,8 +195,7 @@ impl FileService for FileServiceImpl {
     ) -> Result<Response<AbortUploadResponse>, Status> {
         let id = identify(&request)?;
         self.files
-            .abort_upload(&id.user_id, &request.get_ref().upload_id)
-            .await?;
+            .abort_upload(&id.user_id, &request.get_ref().upload_id);
         Ok(Response::new(AbortUploadResponse {}))
     }
 

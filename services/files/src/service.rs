@@ -1,22 +1,21 @@
 //! The domain: upload sessions, detection + extraction off the async runtime, dedup,
 //! per-user records, reference-counted bytes. Never sees `tonic::Request`.
 
-mod uploads;
-
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
 use bytes::Bytes;
 use confab_proto::files::v1::{
-    Extraction, ExtractionStatus, FileInfo, FilePromptParts, FinishUploadResponse, TextPromptPart,
-    Thumbnail,
+    Extraction, ExtractionStatus, FileInfo, FilePromptParts, FinishUploadResponse,
+    StartUploadResponse, TextPromptPart, Thumbnail,
 };
+use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 
 use crate::Config;
-use crate::clock::{Clock, SystemClock};
 use confab_extract::detect::{self, Detected};
 use confab_extract::extract::{self, Extracted, Limits};
 
@@ -29,16 +28,34 @@ pub const DEFAULT_PAGE_SIZE: usize = 50;
 pub const MAX_PAGE_SIZE: usize = 200;
 pub const MAX_PROMPT_FILES: usize = 32;
 
+struct Upload {
+    user_id: String,
+    filename: String,
+    declared: u64,
+    data: Vec<u8>,
+    expires: Instant,
+}
+
+struct Finished {
+    user_id: String,
+    expires: Instant,
+    outcome: std::result::Result<FinishUploadResponse, String>,
+}
+
 pub struct Files {
     config: Config,
     store: Arc<dyn Store>,
-    clock: Arc<dyn Clock>,
-    /// When this replica last swept expired uploads out of the store (Unix ms).
-    last_sweep_ms: AtomicI64,
-    /// Finishing holds a whole file in memory: at most this many at once.
-    assemblies: Semaphore,
+    uploads: Mutex<HashMap<String, Upload>>,
+    finished: Mutex<HashMap<String, Finished>>,
     extractors: Arc<Semaphore>,
     blob_locks: Vec<tokio::sync::Mutex<()>>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
 }
 
 fn sanitize_filename(name: &str) -> String {
@@ -63,17 +80,12 @@ fn too_big(size: u64, limit: u64, at_least: bool) -> FileError {
 
 impl Files {
     pub fn new(config: Config, store: Arc<dyn Store>) -> Self {
-        Self::with_clock(config, store, Arc::new(SystemClock))
-    }
-
-    pub fn with_clock(config: Config, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
         let extractors = Arc::new(Semaphore::new(config.max_concurrent_extractions.max(1)));
         Self {
-            assemblies: Semaphore::new(2 * config.max_concurrent_extractions.max(1)),
             config,
             store,
-            clock,
-            last_sweep_ms: AtomicI64::new(i64::MIN),
+            uploads: Mutex::new(HashMap::new()),
+            finished: Mutex::new(HashMap::new()),
             extractors,
             blob_locks: (0..LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
@@ -88,6 +100,166 @@ impl Files {
     fn blob_lock(&self, sha256: &str) -> &tokio::sync::Mutex<()> {
         let idx = usize::from_str_radix(sha256.get(..2).unwrap_or("0"), 16).unwrap_or(0);
         &self.blob_locks[idx % LOCK_STRIPES]
+    }
+
+    fn sweep(&self, now: Instant) {
+        self.uploads.lock().retain(|_, u| u.expires > now);
+        self.finished.lock().retain(|_, f| f.expires > now);
+    }
+
+    pub fn start_upload(
+        &self,
+        user_id: &str,
+        filename: &str,
+        declared_size: u64,
+    ) -> Result<StartUploadResponse> {
+        let limit = self.config.max_file_bytes;
+        if declared_size > limit {
+            return Err(too_big(declared_size, limit, false));
+        }
+        let now = Instant::now();
+        self.sweep(now);
+        let mut uploads = self.uploads.lock();
+        let mine = uploads.values().filter(|u| u.user_id == user_id).count();
+        if mine >= self.config.max_uploads_per_user {
+            return Err(FileError::Exhausted(format!(
+                "you have {mine} uploads in progress; finish or abort one before starting another"
+            )));
+        }
+        if uploads.len() >= self.config.max_uploads_total {
+            return Err(FileError::Exhausted(
+                "the server has too many uploads in progress; try again in a minute".into(),
+            ));
+        }
+        let id = format!("up_{}", uuid::Uuid::new_v4().simple());
+        let ttl = self.config.upload_ttl;
+        uploads.insert(
+            id.clone(),
+            Upload {
+                user_id: user_id.to_owned(),
+                filename: sanitize_filename(filename),
+                declared: declared_size,
+                data: Vec::with_capacity(declared_size.min(limit).min(16 << 20) as usize),
+                expires: now + ttl,
+            },
+        );
+        Ok(StartUploadResponse {
+            upload_id: id,
+            max_chunk_bytes: self.config.max_chunk_bytes,
+            max_file_bytes: limit,
+            expires_at_ms: now_ms() + ttl.as_millis() as i64,
+        })
+    }
+
+    /// Appends a chunk at `offset`; a retried chunk (already received, identical) is accepted.
+    pub fn upload_chunk(
+        &self,
+        user_id: &str,
+        upload_id: &str,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<u64> {
+        if data.len() > self.config.max_chunk_bytes as usize {
+            return Err(FileError::invalid(format!(
+                "chunks may be at most {}; this one is {}",
+                human_size(u64::from(self.config.max_chunk_bytes)),
+                human_size(data.len() as u64)
+            )));
+        }
+        let now = Instant::now();
+        let mut uploads = self.uploads.lock();
+        let upload = match uploads.get_mut(upload_id) {
+            Some(u) if u.user_id == user_id && u.expires > now => u,
+            _ => return Err(FileError::NotFound("upload (it may have expired)")),
+        };
+        let received = upload.data.len() as u64;
+        if offset > received {
+            return Err(FileError::invalid(format!(
+                "chunk at offset {offset}, but only {received} bytes were received; send offset {received} next"
+            )));
+        }
+        let start = offset as usize;
+        let overlap = (received - offset).min(data.len() as u64) as usize;
+        if upload.data[start..start + overlap] != data[..overlap] {
+            return Err(FileError::invalid(format!(
+                "the chunk at offset {offset} differs from the bytes already received there"
+            )));
+        }
+        let new = &data[overlap..];
+        let total = received + new.len() as u64;
+        if total > self.config.max_file_bytes {
+            let limit = self.config.max_file_bytes;
+            uploads.remove(upload_id);
+            return Err(too_big(total, limit, true));
+        }
+        upload.data.extend_from_slice(new);
+        Ok(total)
+    }
+
+    pub fn abort_upload(&self, user_id: &str, upload_id: &str) {
+        let mut uploads = self.uploads.lock();
+        if uploads.get(upload_id).is_some_and(|u| u.user_id == user_id) {
+            uploads.remove(upload_id);
+        }
+    }
+
+    pub async fn finish_upload(
+        &self,
+        user_id: &str,
+        upload_id: &str,
+        sha256: &str,
+    ) -> Result<FinishUploadResponse> {
+        let now = Instant::now();
+        if let Some(f) = self.finished.lock().get(upload_id)
+            && f.user_id == user_id
+            && f.expires > now
+        {
+            return f.outcome.clone().map_err(FileError::Invalid);
+        }
+        let upload = {
+            let mut uploads = self.uploads.lock();
+            match uploads.get(upload_id) {
+                Some(u) if u.user_id == user_id && u.expires > now => uploads.remove(upload_id),
+                _ => None,
+            }
+        }
+        .ok_or(FileError::NotFound("upload (it may have expired)"))?;
+        let (filename, declared, expires) =
+            (upload.filename.clone(), upload.declared, upload.expires);
+        let data = Bytes::from(upload.data);
+        let result = self
+            .store_upload(user_id, &filename, declared, sha256, data.clone())
+            .await;
+        match &result {
+            // A storage outage is worth retrying: keep the bytes.
+            Err(FileError::Storage(_) | FileError::Internal(_)) => {
+                self.uploads.lock().insert(
+                    upload_id.to_owned(),
+                    Upload {
+                        user_id: user_id.to_owned(),
+                        filename,
+                        declared,
+                        data: data.to_vec(),
+                        expires,
+                    },
+                );
+            }
+            other => {
+                let outcome = match other {
+                    Ok(r) => Ok(r.clone()),
+                    Err(e) => Err(e.to_string()),
+                };
+                self.finished.lock().insert(
+                    upload_id.to_owned(),
+                    Finished {
+                        user_id: user_id.to_owned(),
+                        expires: now + self.config.upload_ttl,
+                        outcome,
+                    },
+                );
+            }
+        }
+        result
     }
 
     async fn store_upload(
@@ -145,7 +317,7 @@ impl Files {
             kind: convert::file_kind(extracted.kind) as i32,
             size_bytes: size,
             sha256: digest.clone(),
-            created_at_ms: self.clock.now_ms(),
+            created_at_ms: now_ms(),
             extraction_status: ExtractionStatus::Done as i32,
             image: extracted
                 .image

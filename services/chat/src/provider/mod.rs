@@ -3,8 +3,6 @@
 
 pub mod embedded;
 pub mod openai;
-pub mod queue;
-pub mod served;
 
 use std::pin::Pin;
 
@@ -165,11 +163,6 @@ pub trait ModelProvider: Send + Sync + 'static {
     fn default_model(&self) -> String;
     /// Model used to name conversations; `None` names them from the first message.
     fn title_model(&self) -> Option<String>;
-    /// Whether the title request must wait until the answer is done (a server that
-    /// answers one request at a time).
-    fn title_after_answer(&self) -> bool {
-        false
-    }
     /// Makes the model ready (loads weights/tokenizer); cheap once done.
     async fn prepare(&self, _model: &str) -> Result<(), ProviderError> {
         Ok(())
@@ -178,13 +171,4 @@ pub trait ModelProvider: Send + Sync + 'static {
     fn count_tokens(&self, model: &str, text: &str) -> u32;
     /// Starts a generation. Dropping the stream cancels it.
     async fn stream(&self, request: ModelRequest) -> Result<ModelStream, ProviderError>;
-    /// [`Self::stream`] on behalf of `user`: a shared local model queues users fairly;
-    /// remote providers need not care.
-    async fn stream_for(
-        &self,
-        _user: &str,
-        request: ModelRequest,
-    ) -> Result<ModelStream, ProviderError> {
-        self.stream(request).await
-    }
 }

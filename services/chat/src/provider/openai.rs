@@ -6,8 +6,6 @@
 //! byte, idle between chunks). No automatic retries: the user sees the failure at once.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use eventsource_stream::Eventsource;
@@ -15,7 +13,6 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::served::{self, ServedModels};
 use super::{
     Finish, ModelEvent, ModelProvider, ModelRequest, ModelSpec, ModelStream, Part, ProviderError,
     Usage,
@@ -117,13 +114,7 @@ pub fn model_spec(provider: &'static str, id: &str) -> ModelSpec {
 pub struct OpenAiProvider {
     config: OpenAiConfig,
     http: reqwest::Client,
-    /// The configured models (listed until the upstream's own list arrives).
     models: Vec<ModelSpec>,
-    /// A compatible server's `/v1/models`, kept current; `None` for OpenAI itself and
-    /// when the models are configured explicitly.
-    served: Option<Arc<ServedModels>>,
-    /// Answers in flight (the model list is not fetched meanwhile).
-    busy: Arc<AtomicUsize>,
 }
 
 impl OpenAiProvider {
@@ -138,34 +129,17 @@ impl OpenAiProvider {
         let warm = config.model.clone();
         std::thread::spawn(move || crate::tokens::tiktoken_count(&warm, "warm up"));
         let name = config.provider_name();
-        let compatible = name == "openai-compatible" && config.models.is_none();
         let models = config.models.clone().unwrap_or_else(|| {
             let mut v = vec![model_spec(name, &config.model)];
-            // A compatible server rarely has OpenAI's title model: offer only what it answers with.
-            if config.title_model != config.model && !compatible {
+            if config.title_model != config.model {
                 v.push(model_spec(name, &config.title_model));
             }
             v
-        });
-        let busy = Arc::new(AtomicUsize::new(0));
-        let served = compatible.then(|| {
-            let served = Arc::new(ServedModels::default());
-            served::spawn_refresh(
-                &served,
-                busy.clone(),
-                http.clone(),
-                config.base_url.clone(),
-                config.api_key.clone(),
-                config.first_byte_timeout,
-            );
-            served
         });
         Ok(Self {
             config,
             http,
             models,
-            served,
-            busy,
         })
     }
 
@@ -220,13 +194,7 @@ impl ModelProvider for OpenAiProvider {
     }
 
     fn models(&self) -> Vec<ModelSpec> {
-        match self.served.as_ref().and_then(|s| s.ids()) {
-            Some(ids) if !ids.is_empty() => ids
-                .iter()
-                .map(|id| model_spec(self.config.provider_name(), id))
-                .collect(),
-            _ => self.models.clone(),
-        }
+        self.models.clone()
     }
 
     fn default_model(&self) -> String {
@@ -234,25 +202,7 @@ impl ModelProvider for OpenAiProvider {
     }
 
     fn title_model(&self) -> Option<String> {
-        let Some(served) = &self.served else {
-            return Some(self.config.title_model.clone());
-        };
-        // The title model only when the server has it; else the answering model (a
-        // local server usually serves exactly one).
-        let has_title_model = served
-            .ids()
-            .is_some_and(|ids| ids.contains(&self.config.title_model));
-        Some(if has_title_model {
-            self.config.title_model.clone()
-        } else {
-            self.config.model.clone()
-        })
-    }
-
-    fn title_after_answer(&self) -> bool {
-        // Local servers often have one slot: a title request beside the answer would wait
-        // behind it or (llama.cpp's Python server) cut it off.
-        self.served.is_some()
+        Some(self.config.title_model.clone())
     }
 
     fn count_tokens(&self, model: &str, text: &str) -> u32 {
@@ -260,8 +210,6 @@ impl ModelProvider for OpenAiProvider {
     }
 
     async fn stream(&self, request: ModelRequest) -> Result<ModelStream, ProviderError> {
-        // Counted from before the request is sent until the stream is dropped.
-        let busy = served::Busy::enter(&self.busy);
         let url = format!("{}/chat/completions", self.config.base_url);
         let send = self
             .http
@@ -303,7 +251,6 @@ impl ModelProvider for OpenAiProvider {
         }
         let events = response.bytes_stream().eventsource();
         let state = SseState {
-            _busy: busy,
             events: Box::pin(events),
             idle: self.config.idle_timeout,
             pending: VecDeque::new(),
@@ -326,7 +273,6 @@ type EventStream = std::pin::Pin<
 >;
 
 struct SseState {
-    _busy: served::Busy,
     events: EventStream,
     idle: Duration,
     pending: VecDeque<ModelEvent>,

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use confab_chat::provider::embedded::{EmbeddedLimits, EmbeddedProvider, MODEL_ID};
-use confab_chat::provider::{ModelEvent, ModelProvider, ModelRequest, PromptMessage, Role, Usage};
+use confab_chat::provider::ModelProvider;
+use confab_chat::provider::embedded::{EmbeddedProvider, MODEL_ID};
 use confab_chat::{ChatDeps, ChatServiceImpl, Config};
 use confab_common::Identity;
 use confab_common::channel::in_process;
@@ -158,121 +158,4 @@ async fn embedded_model_counts_with_its_own_tokenizer_and_stops_when_dropped() {
     }
     assert!(finished);
     assert!((1..=4).contains(&n));
-}
-
-fn ask(messages: Vec<PromptMessage>, max: u32) -> ModelRequest {
-    ModelRequest {
-        model: MODEL_ID.into(),
-        messages,
-        max_output_tokens: max,
-    }
-}
-
-/// Runs a request to its end: the answer and the reported usage.
-async fn answer(p: &EmbeddedProvider, r: ModelRequest) -> (String, Usage) {
-    let mut s = p.stream(r).await.unwrap();
-    let (mut text, mut usage) = (String::new(), None);
-    while let Some(ev) = s.next().await {
-        match ev.unwrap() {
-            ModelEvent::Delta(d) => text.push_str(&d),
-            ModelEvent::Usage(u) => usage = Some(u),
-            _ => {}
-        }
-    }
-    (text, usage.expect("usage"))
-}
-
-#[tokio::test]
-async fn the_next_turn_prefills_only_what_is_new() {
-    let path = tokio::task::spawn_blocking(model_path).await.unwrap();
-    // One thread: a test shares the CPU with others, and llama.cpp's threads spin-wait.
-    let p = EmbeddedProvider::new(path)
-        .greedy()
-        .with_limits(EmbeddedLimits {
-            slots: 1,
-            threads: 1,
-        });
-    let doc = "The lighthouse on the northern cape was built in 1871. ".repeat(40);
-    let mut history = vec![PromptMessage::text(
-        Role::User,
-        format!("{doc}\nWhen was the lighthouse built?"),
-    )];
-    let (first, u1) = answer(&p, ask(history.clone(), 24)).await;
-    let after_first = p.prefill_stats();
-    assert_eq!(after_first.prefilled, u64::from(u1.prompt_tokens));
-    history.push(PromptMessage::text(Role::Assistant, first));
-    history.push(PromptMessage::text(Role::User, "And on which cape?"));
-    let (_, u2) = answer(&p, ask(history, 8)).await;
-    let second = p.prefill_stats();
-    let computed = second.prefilled - after_first.prefilled;
-    let reused = second.reused - after_first.reused;
-    assert_eq!(computed + reused, u64::from(u2.prompt_tokens));
-    // The first turn's prompt comes from the cache; only the answer's end and the new
-    // question are computed.
-    assert!(
-        reused >= u64::from(u1.prompt_tokens),
-        "{second:?} after {after_first:?}"
-    );
-    assert!(
-        computed <= 40,
-        "computed {computed} of {} tokens",
-        u2.prompt_tokens
-    );
-}
-
-#[tokio::test]
-async fn one_queue_runs_one_answer_at_a_time_and_stop_leaves_it() {
-    let path = tokio::task::spawn_blocking(model_path).await.unwrap();
-    let p = EmbeddedProvider::new(path)
-        .greedy()
-        .with_limits(EmbeddedLimits {
-            slots: 1,
-            threads: 1,
-        });
-    p.prepare(MODEL_ID).await.unwrap();
-    let long = ask(
-        vec![PromptMessage::text(
-            Role::User,
-            "Count from one to two hundred.",
-        )],
-        200,
-    );
-    let short = || ask(vec![PromptMessage::text(Role::User, "Say hello.")], 8);
-    let mut running = p.stream_as("alice", long).await.unwrap();
-    // Alice's answer has started: the slot is taken.
-    loop {
-        if let ModelEvent::Delta(_) = running.next().await.unwrap().unwrap() {
-            break;
-        }
-    }
-    let before = p.prefill_stats();
-    let bob = p.stream_as("bob", short()).await.unwrap();
-    let mut carol = p.stream_as("carol", short()).await.unwrap();
-    // Bob stops while queued: his prompt is never computed; nor Carol's while Alice runs.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    drop(bob);
-    tokio::time::sleep(Duration::from_millis(250)).await;
-    assert_eq!(
-        p.prefill_stats(),
-        before,
-        "a second answer ran beside the first"
-    );
-    while let Some(ev) = running.next().await {
-        ev.unwrap();
-    }
-    let (mut carol_text, mut carol_usage) = (String::new(), None);
-    while let Some(ev) = carol.next().await {
-        match ev.unwrap() {
-            ModelEvent::Delta(d) => carol_text.push_str(&d),
-            ModelEvent::Usage(u) => carol_usage = Some(u),
-            _ => {}
-        }
-    }
-    assert!(!carol_text.is_empty());
-    let after = p.prefill_stats();
-    // Only Carol's prompt ran after Alice's (Bob's never did).
-    assert_eq!(
-        (after.prefilled - before.prefilled) + (after.reused - before.reused),
-        u64::from(carol_usage.unwrap().prompt_tokens)
-    );
 }

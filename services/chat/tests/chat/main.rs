@@ -1,11 +1,9 @@
 //! Chat service tests through the real gRPC server: a fake OpenAI-compatible upstream,
-//! the conversation / files / rate-limit contracts in-process. Chat behind the real
-//! services, in-process or over loopback, is tested where they are wired together
-//! (`services/compose/tests`).
+//! the conversation / files / rate-limit contracts in-process (or over loopback).
 
 mod embedded;
 mod fakes;
-mod public_errors;
+mod real;
 mod upstream;
 
 use std::net::SocketAddr;
@@ -14,7 +12,7 @@ use std::time::Duration;
 use confab_chat::provider::openai::{OpenAiConfig, model_spec};
 use confab_chat::{ChatDeps, ChatServiceImpl, Config};
 use confab_common::Identity;
-use confab_common::channel::in_process;
+use confab_common::channel::{in_process, remote};
 use confab_proto::chat::v1 as chat;
 use confab_proto::chat::v1::chat_event::Event;
 use confab_proto::chat::v1::chat_service_client::ChatServiceClient;
@@ -925,4 +923,104 @@ async fn send_simple_models_quota_and_refusals() {
         Some(42),
         "{err:?}"
     );
+}
+
+#[tokio::test]
+async fn real_dependencies_as_separate_servers_over_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = FakeUpstream::start().await;
+    async fn serve<S>(svc: S) -> String
+    where
+        S: tower::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+                Error = std::convert::Infallible,
+            > + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let (listener, addr) = confab_common::testing::local_listener().await;
+        let server =
+            confab_common::server::GrpcServer::new(tonic::service::Routes::new(svc), &[S::NAME])
+                .await
+                .unwrap();
+        tokio::spawn(server.serve(
+            listener,
+            confab_common::Shutdown::new(),
+            Duration::from_secs(1),
+        ));
+        format!("http://{addr}")
+    }
+    let conv_url = serve(
+        confab_conversation::server(confab_conversation::Config::sqlite(dir.path()))
+            .await
+            .unwrap(),
+    )
+    .await;
+    let files_url = serve(
+        confab_files::server(confab_files::Config::local(dir.path().join("files")))
+            .await
+            .unwrap(),
+    )
+    .await;
+    let rl_url = serve(
+        confab_ratelimit::server(confab_ratelimit::Config::default())
+            .await
+            .unwrap(),
+    )
+    .await;
+    let deps = ChatDeps {
+        conversation: remote("CONFAB_CONVERSATION_URL", &conv_url).unwrap(),
+        files: remote("CONFAB_FILES_URL", &files_url).unwrap(),
+        ratelimit: remote("CONFAB_RATELIMIT_URL", &rl_url).unwrap(),
+    };
+    let config = Config {
+        openai: Some(openai_config(&upstream)),
+        ..Config::default()
+    };
+    let addr = serve_chat(ChatServiceImpl::with_deps(config, deps).unwrap()).await;
+    let mut client = ChatServiceClient::new(confab_common::testing::connect(addr).await);
+    let user = Identity::user(confab_common::testing::unique_name("loopback"));
+    let evs = collect(
+        client
+            .send_message(user.request(chat::SendMessageRequest {
+                content: "hello over the network".into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await;
+    assert_sequenced(&evs);
+    assert_eq!(text(&evs), "Hello world!");
+    let mut store =
+        confab_proto::conversation::v1::conversation_service_client::ConversationServiceClient::new(
+            confab_common::testing::connect(
+                conv_url.trim_start_matches("http://").parse().unwrap(),
+            )
+            .await,
+        );
+    let msgs = store
+        .list_messages(user.request(conv::ListMessagesRequest {
+            conversation_id: evs[0].conversation_id.clone(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .messages;
+    assert_eq!(msgs.len(), 2);
+    assert_eq!(status_of(&msgs[1]), conv::MessageStatus::Complete);
+    assert_eq!(msgs[1].content, "Hello world!");
+    let q = client
+        .get_quota(user.request(chat::GetQuotaRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(q.streams_in_use, 0);
+    assert_eq!(q.tokens_reserved, 0);
 }

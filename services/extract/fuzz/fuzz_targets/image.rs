@@ -10,12 +10,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let limits = Limits::new(Duration::from_secs(5));
-    for f in [
-        ImageFormat::Png,
-        ImageFormat::Jpeg,
-        ImageFormat::Webp,
-        ImageFormat::Gif,
-    ] {
+    for f in [ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::Webp, ImageFormat::Gif] {
         let _ = extract(Detected::Image(f), data, &limits);
         let _ = prompt_image(data, f, 512, &limits);
     }

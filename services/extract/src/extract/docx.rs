@@ -1,7 +1,6 @@
 //! DOCX: word/document.xml read as a stream of XML events (no DOM, no recursion):
-//! headings, paragraphs, lists, tables and the text in shapes and text boxes become
-//! Markdown; sections split at the top-level headings. Headers and footers, footnotes and
-//! endnotes follow as parts of their own.
+//! headings, paragraphs, lists and tables become Markdown; sections split at the
+//! top-level headings.
 
 use std::collections::HashMap;
 
@@ -16,12 +15,7 @@ const WHAT: &str = "Word document";
 
 pub fn extract(data: &[u8], limits: &Limits) -> Result<(Vec<ExtractedPart>, Vec<String>)> {
     let entries = zipsafe::read_entries(data, WHAT, limits, |n| {
-        n == "word/document.xml"
-            || n == "word/styles.xml"
-            || n == "word/numbering.xml"
-            || n == "word/footnotes.xml"
-            || n == "word/endnotes.xml"
-            || is_header_or_footer(n)
+        n == "word/document.xml" || n == "word/styles.xml" || n == "word/numbering.xml"
     })?;
     let doc = entries
         .get("word/document.xml")
@@ -37,68 +31,11 @@ pub fn extract(data: &[u8], limits: &Limits) -> Result<(Vec<ExtractedPart>, Vec<
         .map(|n| Numbering::parse(&String::from_utf8_lossy(n)))
         .unwrap_or_default();
     let blocks = parse_document(doc, &styles, &mut numbering, limits)?;
-    let mut parts = sections(blocks);
-    // Headers and footers repeat per section: each distinct one once, in entry-name order.
-    let mut names: Vec<&String> = entries.keys().filter(|n| is_header_or_footer(n)).collect();
-    names.sort_by_key(|n| (n.contains("footer"), n.len(), n.as_str()));
-    let mut extra: Vec<(&str, Vec<String>)> = vec![("Headers and footers", Vec::new())];
-    for name in names {
-        let text = notes_text(&entries[name], &styles, limits)?;
-        if !text.is_empty() && !extra[0].1.contains(&text) {
-            extra[0].1.push(text);
-        }
-    }
-    for (entry, label) in [
-        ("word/footnotes.xml", "Footnotes"),
-        ("word/endnotes.xml", "Endnotes"),
-    ] {
-        if let Some(xml) = entries.get(entry) {
-            let text = notes_text(xml, &styles, limits)?;
-            if !text.is_empty() {
-                extra.push((label, vec![text]));
-            }
-        }
-    }
-    for (label, texts) in extra {
-        if !texts.is_empty() {
-            if parts.len() == 1 && parts[0].text.is_empty() {
-                parts.clear();
-            }
-            parts.push(part(PartKind::Section, label, texts.join("\n\n")));
-        }
-    }
-    Ok((parts, Vec::new()))
-}
-
-fn is_header_or_footer(name: &str) -> bool {
-    name.strip_prefix("word/").is_some_and(|n| {
-        (n.starts_with("header") || n.starts_with("footer")) && n.ends_with(".xml")
-    })
-}
-
-/// The text of a header, footer or notes part: its blocks as Markdown, no section split.
-fn notes_text(xml: &[u8], styles: &HashMap<String, u8>, limits: &Limits) -> Result<String> {
-    let xml = String::from_utf8_lossy(xml);
-    let blocks = parse_document(&xml, styles, &mut Numbering::default(), limits)?;
-    let parts = sections(
-        blocks
-            .into_iter()
-            .map(|b| match b {
-                Block::Heading(_, t) => Block::Paragraph(t),
-                b => b,
-            })
-            .collect(),
-    );
-    Ok(parts
-        .into_iter()
-        .map(|p| p.text)
-        .filter(|t| !t.is_empty())
-        .collect::<Vec<_>>()
-        .join("\n\n"))
+    Ok((sections(blocks), Vec::new()))
 }
 
 #[derive(Debug)]
-pub(crate) enum Block {
+enum Block {
     Heading(u8, String),
     Paragraph(String),
     /// Level, marker ("-", "1.", "a)"), text.
@@ -340,8 +277,7 @@ fn parse_document(
 ) -> Result<Vec<Block>> {
     let mut reader = Reader::from_str(xml);
     let mut blocks = Vec::new();
-    // A stack: text boxes and shapes (w:txbxContent) hold paragraphs inside a paragraph.
-    let mut paras: Vec<Para> = Vec::new();
+    let mut para: Option<Para> = None;
     let mut tables: Vec<TableBuild> = Vec::new();
     let mut in_text = false;
     let mut in_ppr = false;
@@ -364,7 +300,7 @@ fn parse_document(
         }
         match ev {
             Event::Start(e) => match e.local_name().as_ref() {
-                "p" => paras.push(Para::default()),
+                "p" => para = Some(Para::default()),
                 "pPr" => in_ppr = true,
                 "t" => in_text = true,
                 "Fallback" => skip_depth = 1,
@@ -380,7 +316,7 @@ fn parse_document(
                     }
                 }
                 "numPr" => {
-                    if let Some(p) = paras.last_mut() {
+                    if let Some(p) = para.as_mut() {
                         p.list.get_or_insert(0);
                     }
                 }
@@ -388,12 +324,12 @@ fn parse_document(
             },
             Event::Empty(e) => match e.local_name().as_ref() {
                 "pStyle" => {
-                    if let (Some(p), Some(id)) = (paras.last_mut(), attr(&e, "w:val")) {
+                    if let (Some(p), Some(id)) = (para.as_mut(), attr(&e, "w:val")) {
                         p.heading = styles.get(&id).copied().or_else(|| level_from_name(&id));
                     }
                 }
                 "outlineLvl" if in_ppr => {
-                    if let (Some(p), Some(v)) = (paras.last_mut(), attr(&e, "w:val"))
+                    if let (Some(p), Some(v)) = (para.as_mut(), attr(&e, "w:val"))
                         && let Ok(l) = v.parse::<u8>()
                         && l < 9
                     {
@@ -401,12 +337,12 @@ fn parse_document(
                     }
                 }
                 "ilvl" if in_ppr => {
-                    if let (Some(p), Some(v)) = (paras.last_mut(), attr(&e, "w:val")) {
+                    if let (Some(p), Some(v)) = (para.as_mut(), attr(&e, "w:val")) {
                         p.list = Some(v.parse().unwrap_or(0).min(8));
                     }
                 }
                 "numId" if in_ppr => {
-                    if let (Some(p), Some(v)) = (paras.last_mut(), attr(&e, "w:val")) {
+                    if let (Some(p), Some(v)) = (para.as_mut(), attr(&e, "w:val")) {
                         if v == "0" {
                             p.list = None;
                         } else {
@@ -416,24 +352,24 @@ fn parse_document(
                     }
                 }
                 "tab" if !in_ppr => {
-                    if let Some(p) = paras.last_mut() {
+                    if let Some(p) = para.as_mut() {
                         p.text.push('\t');
                     }
                 }
                 "br" | "cr" => {
-                    if let Some(p) = paras.last_mut() {
+                    if let Some(p) = para.as_mut() {
                         p.text.push('\n');
                     }
                 }
                 _ => {}
             },
             Event::Text(t) if in_text => {
-                if let Some(p) = paras.last_mut() {
+                if let Some(p) = para.as_mut() {
                     p.text.push_str(&t.xml10_content());
                 }
             }
             Event::GeneralRef(r) if in_text => {
-                if let Some(p) = paras.last_mut() {
+                if let Some(p) = para.as_mut() {
                     push_entity(&mut p.text, &r);
                 }
             }
@@ -441,7 +377,7 @@ fn parse_document(
                 "t" => in_text = false,
                 "pPr" => in_ppr = false,
                 "p" => {
-                    if let Some(p) = paras.pop() {
+                    if let Some(p) = para.take() {
                         finish_para(p, &mut tables, &mut blocks, numbering);
                     }
                 }
@@ -521,7 +457,7 @@ fn finish_para(
 }
 
 /// Groups blocks into sections at the top-most heading level used.
-pub(crate) fn sections(blocks: Vec<Block>) -> Vec<ExtractedPart> {
+fn sections(blocks: Vec<Block>) -> Vec<ExtractedPart> {
     let top = blocks
         .iter()
         .filter_map(|b| match b {

@@ -5,12 +5,12 @@ use std::io::Cursor;
 
 use std::borrow::Cow;
 
-use crate::types::{ExtractedPart, ImageInfo, PartKind, PromptImage, Thumbnail};
+use crate::types::{ImageInfo, PromptImage, Thumbnail};
 use image::{DynamicImage, ImageReader, imageops::FilterType};
 
 use crate::detect::ImageFormat;
 use crate::error::{ExtractError, Result};
-use crate::extract::{ImageOutput, Limits, ocr, part};
+use crate::extract::{ImageOutput, Limits};
 
 pub const THUMBNAIL_SIDE: u32 = 256;
 
@@ -67,27 +67,12 @@ pub fn decode(data: &[u8], f: ImageFormat, limits: &Limits) -> Result<DynamicIma
     reader.decode().map_err(|e| corrupt(f, e))
 }
 
-/// Text OCR reads from a photo without text is noise with low confidence: below this mean
-/// word confidence (or with fewer words) the image is treated as having no text.
-const OCR_MIN_CONFIDENCE: f32 = 60.0;
-const OCR_MIN_WORDS: usize = 3;
-/// Longest side OCR sees; larger images are downscaled first.
-const OCR_MAX_SIDE: u32 = 3000;
-
-/// The image, its thumbnail, and when it holds text (a screenshot, a scan) that text as a
-/// part marked as OCR.
-pub fn inspect(
-    data: &[u8],
-    f: ImageFormat,
-    limits: &Limits,
-) -> Result<(ImageOutput, Vec<ExtractedPart>, Vec<String>)> {
+pub fn inspect(data: &[u8], f: ImageFormat, limits: &Limits) -> Result<ImageOutput> {
     let img = decode(data, f, limits)?;
-    limits.check_time()?;
-    let (parts, warnings) = read_text(&img, limits);
     limits.check_time()?;
     let thumb = img.thumbnail(THUMBNAIL_SIDE, THUMBNAIL_SIDE);
     let (mime_type, bytes) = encode(&thumb, f == ImageFormat::Jpeg, 80)?;
-    let out = ImageOutput {
+    Ok(ImageOutput {
         info: ImageInfo {
             width: img.width(),
             height: img.height(),
@@ -99,49 +84,7 @@ pub fn inspect(
             width: thumb.width(),
             height: thumb.height(),
         }),
-    };
-    Ok((out, parts, warnings))
-}
-
-fn read_text(img: &DynamicImage, limits: &Limits) -> (Vec<ExtractedPart>, Vec<String>) {
-    if !limits.ocr || limits.max_ocr_pages == 0 || !ocr::available() {
-        return (Vec::new(), Vec::new());
-    }
-    let budget = limits.ocr_page_budget.min(limits.remaining());
-    if budget < std::time::Duration::from_millis(500) {
-        return (Vec::new(), Vec::new());
-    }
-    let gray = if img.width().max(img.height()) > OCR_MAX_SIDE {
-        img.resize(OCR_MAX_SIDE, OCR_MAX_SIDE, FilterType::Triangle)
-            .to_luma8()
-    } else {
-        img.to_luma8()
-    };
-    match ocr::recognize_gray(gray.width(), gray.height(), gray.as_raw(), budget) {
-        Ok(t) if t.words >= OCR_MIN_WORDS && t.confidence >= OCR_MIN_CONFIDENCE => {
-            let mut p = part(
-                PartKind::Text,
-                ocr::label("Text in the image", t.confidence),
-                t.text,
-            );
-            p.ocr_confidence = Some(t.confidence.round().clamp(0.0, 100.0) as u8);
-            let note = format!(
-                "the image's text was read by OCR ({:.1} s, {:.0}% confidence); it may contain errors",
-                t.elapsed.as_secs_f64(),
-                t.confidence
-            );
-            (vec![p], vec![note])
-        }
-        Ok(_) => (Vec::new(), Vec::new()),
-        Err(ocr::OcrError::TimedOut(d)) => (
-            Vec::new(),
-            vec![format!(
-                "reading the image's text (OCR) took longer than {} s and was stopped",
-                d.as_secs()
-            )],
-        ),
-        Err(_) => (Vec::new(), Vec::new()),
-    }
+    })
 }
 
 /// JPEG for photos without transparency, PNG otherwise.

@@ -4,13 +4,8 @@
 
 pub mod docx;
 pub mod image;
-pub mod ocr;
-pub mod odf;
 pub mod pdf;
-pub mod pdfium;
-pub mod pptx;
 pub mod sheet;
-pub mod spreadsheet;
 pub mod text;
 pub mod xlsx;
 pub mod zipsafe;
@@ -41,12 +36,6 @@ pub struct Limits {
     pub max_sheet_columns: usize,
     /// Extracted text kept per file.
     pub max_text_bytes: usize,
-    /// Whether pages without a text layer and images are read by OCR.
-    pub ocr: bool,
-    /// Pages (or images) read by OCR per file.
-    pub max_ocr_pages: usize,
-    /// Time one OCR run may take before it is stopped.
-    pub ocr_page_budget: Duration,
 }
 
 impl Limits {
@@ -62,15 +51,7 @@ impl Limits {
             max_sheet_rows: 200,
             max_sheet_columns: 64,
             max_text_bytes: 16 * 1024 * 1024,
-            ocr: true,
-            max_ocr_pages: 5,
-            ocr_page_budget: Duration::from_secs(8),
         }
-    }
-
-    /// Time left before the deadline.
-    pub fn remaining(&self) -> Duration {
-        self.deadline.saturating_duration_since(Instant::now())
     }
 
     /// Fails once the time budget is spent (checked between units of work).
@@ -126,23 +107,6 @@ pub fn extract(detected: Detected, data: &[u8], limits: &Limits) -> Result<Extra
                 let (p, w) = xlsx::extract(data, limits)?;
                 (FileKind::Xlsx, p, w, None)
             }
-            Detected::Xls | Detected::Xlsb | Detected::Ods => {
-                let (p, w) = spreadsheet::extract(detected, data, limits)?;
-                let kind = match detected {
-                    Detected::Xls => FileKind::Xls,
-                    Detected::Xlsb => FileKind::Xlsb,
-                    _ => FileKind::Ods,
-                };
-                (kind, p, w, None)
-            }
-            Detected::Pptx => {
-                let (p, w) = pptx::extract(data, limits)?;
-                (FileKind::Pptx, p, w, None)
-            }
-            Detected::Odt => {
-                let (p, w) = odf::extract(data, limits)?;
-                (FileKind::Odt, p, w, None)
-            }
             Detected::Csv(delim) => {
                 let (p, w) = sheet::extract_csv(data, delim, limits)?;
                 (FileKind::Csv, p, w, None)
@@ -152,8 +116,8 @@ pub fn extract(detected: Detected, data: &[u8], limits: &Limits) -> Result<Extra
                 (FileKind::Text, p, w, None)
             }
             Detected::Image(format) => {
-                let (out, parts, warnings) = image::inspect(data, format, limits)?;
-                (FileKind::Image, parts, warnings, Some(out))
+                let out = image::inspect(data, format, limits)?;
+                (FileKind::Image, Vec::new(), Vec::new(), Some(out))
             }
         };
         cap_text(&mut parts, &mut warnings, limits.max_text_bytes);
@@ -208,11 +172,6 @@ pub fn describe(d: Detected) -> &'static str {
         Detected::Pdf => "PDF",
         Detected::Docx => "Word document",
         Detected::Xlsx => "Excel workbook",
-        Detected::Xls => "Excel 97-2003 workbook",
-        Detected::Xlsb => "Excel binary workbook",
-        Detected::Ods => "OpenDocument spreadsheet",
-        Detected::Pptx => "PowerPoint presentation",
-        Detected::Odt => "OpenDocument text",
         Detected::Csv(_) => "CSV file",
         Detected::Text(_) => "text file",
         Detected::Image(_) => "image",
@@ -267,7 +226,6 @@ pub fn part(kind: PartKind, label: impl Into<String>, text: String) -> Extracted
         token_count: 0,
         tables: Vec::new(),
         sheet: None,
-        ocr_confidence: None,
     }
 }
 

@@ -15,7 +15,7 @@ fn bad_listen_address_exits_64_naming_the_variable() {
     assert_config_error_exits_64(BIN, "CONFAB_ADDR", "not-an-address");
 }
 
-#[path = "../../chat/tests/chat/upstream.rs"]
+#[path = "chat/upstream.rs"]
 mod upstream;
 
 /// One answer from the fake upstream, then `GET /metrics` shows its time to first token
